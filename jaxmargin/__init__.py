@@ -1,0 +1,15 @@
+"""jaxmargin: PyTorch's margin-based losses for JAX, with torch's exact semantics."""
+
+from jaxmargin.functional import (
+    multi_margin_loss,
+    multilabel_margin_loss,
+    multilabel_soft_margin_loss,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "multi_margin_loss",
+    "multilabel_margin_loss",
+    "multilabel_soft_margin_loss",
+]

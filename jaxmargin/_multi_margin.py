@@ -1,0 +1,92 @@
+"""Core of the multi-class margin loss: per-sample values and their exact VJP."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxmargin._indices import canonical_indices
+
+
+def _active_terms(x, target, margin, p):
+  """The hinge arguments ``z``, where they count, and ``h(z)^p``.
+
+  ``z`` is evaluated as torch does, ``(margin - x[y]) + x[d]``. A term counts
+  only where ``z > 0`` strictly and ``d != y``; the strict test also drops NaN.
+  Indices are clipped before the gather so an invalid target never reads out of
+  bounds; such rows are turned into NaN by the caller.
+  """
+  num_classes = x.shape[1]
+  safe_target = jnp.clip(canonical_indices(target, num_classes), 0, num_classes - 1)
+  x_target = jnp.take_along_axis(x, safe_target[:, None], axis=1)
+  z = (margin - x_target) + x
+  is_target = jnp.arange(num_classes) == safe_target[:, None]
+  active = (z > 0) & ~is_target
+  powered = z if p == 1 else z * z
+  return z, active, powered, is_target
+
+
+def _valid_rows(target, num_classes):
+  target = canonical_indices(target, num_classes)
+  return (target >= 0) & (target < num_classes)
+
+
+def _forward(x, target, margin, row_weight, p):
+  _, active, powered, _ = _active_terms(x, target, margin, p)
+  # torch multiplies by weight[y] per term before summing; keeping that order
+  # also keeps a NaN or inf weight out of rows that have no active term.
+  terms = jnp.where(active, powered * row_weight[:, None], 0)
+  per_sample = jnp.sum(terms, axis=1) / x.shape[1]
+  return jnp.where(_valid_rows(target, x.shape[1]), per_sample, jnp.nan)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def multi_margin_per_sample(x, target, margin, row_weight, p):
+  r"""Per-sample multi-class margin loss of torch's ``multi_margin_loss``.
+
+  .. math::
+    \ell_n = \frac{1}{C} \sum_{d \ne y_n} w_{y_n}
+             \max(0,\ \mathrm{margin} - x_{n,y_n} + x_{n,d})^p
+
+  with the strict kink of torch (zero gradient where the argument is exactly 0)
+  and NaN arguments dropped.
+
+  Args:
+    x: scores, shape ``(N, C)``, in the compute dtype.
+    target: class indices, shape ``(N,)``, any integer dtype. A row whose
+      target lies outside ``[0, C-1]`` gives NaN (value and gradient).
+    margin: scalar array.
+    row_weight: ``weight[target]``, shape ``(N,)``; ones for no weight.
+    p: 1 or 2 (static).
+
+  Returns:
+    Per-sample losses of shape ``(N,)``.
+  """
+  return _forward(x, target, margin, row_weight, p)
+
+
+def _fwd(x, target, margin, row_weight, p):
+  return _forward(x, target, margin, row_weight, p), (x, target, margin, row_weight)
+
+
+def _bwd(p, residuals, cotangent):
+  x, target, margin, row_weight = residuals
+  num_classes = x.shape[1]
+  z, active, powered, is_target = _active_terms(x, target, margin, p)
+  slope = jnp.ones_like(z) if p == 1 else 2 * z
+  scale = cotangent * row_weight / num_classes
+  grad_other = jnp.where(active, slope * scale[:, None], 0)
+  grad_total = jnp.sum(grad_other, axis=1)
+  grad_x = jnp.where(is_target, -grad_total[:, None], grad_other)
+  per_class_weight_grad = jnp.sum(jnp.where(active, powered, 0), axis=1)
+  grad_row_weight = cotangent * per_class_weight_grad / num_classes
+  valid = _valid_rows(target, num_classes)
+  grad_x = jnp.where(valid[:, None], grad_x, jnp.nan)
+  grad_row_weight = jnp.where(valid, grad_row_weight, jnp.nan)
+  grad_margin = jnp.sum(jnp.where(valid, grad_total, 0)).astype(margin.dtype)
+  return grad_x, None, grad_margin, grad_row_weight
+
+
+multi_margin_per_sample.defvjp(_fwd, _bwd)
