@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import warnings
 
 import jax
@@ -43,15 +45,26 @@ def torch_value_and_grad(name, x, *args, **kwargs):
   return value, xt.grad.numpy()
 
 
+_STATIC = ("p", "reduction", "size_average", "reduce")
+
+
+@functools.cache
+def jitted(name):
+  """The public loss under ``jax.jit``, arrays traced, hyperparameters static.
+
+  One function per loss, so calls with equal shapes share one compilation.
+  """
+  fn = getattr(jaxmargin, name)
+  static = [a for a in _STATIC if a in inspect.signature(fn).parameters]
+  return jax.jit(fn, static_argnames=static)
+
+
 def jax_value_and_grad(name, x, *args, jit=False, **kwargs):
   """Our value and input gradient, through ``jax.vjp`` with torch's cotangent."""
-  fn = getattr(jaxmargin, name)
+  fn = jitted(name) if jit else getattr(jaxmargin, name)
 
   def loss(x):
     return fn(x, *args, **kwargs)
-
-  if jit:
-    loss = jax.jit(loss)
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     value, vjp = jax.vjp(loss, jnp.asarray(x))

@@ -1,0 +1,96 @@
+"""Driven by torch's own OpInfo inputs for the three ops, so the suite also
+tests what its authors did not think of: every sample and reference input must
+match torch (values and input gradients to 1e-9 in float64) and every error
+input must raise at call time.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import jaxmargin
+from tests.oracle import assert_matches_torch
+
+with warnings.catch_warnings():
+  warnings.simplefilter("ignore")
+  from torch.testing._internal.common_methods_invocations import op_db
+
+OPS = {op.name.removeprefix("nn.functional."): op for op in op_db
+       if op.name.removeprefix("nn.functional.") in jaxmargin.functional.__all__}
+
+
+def _numpy(value):
+  return value.detach().numpy().copy() if isinstance(value, torch.Tensor) else value
+
+
+def _collect(kind, dtype):
+  torch.manual_seed(0)
+  cases = []
+  for name, op in sorted(OPS.items()):
+    for index, sample in enumerate(getattr(op, kind)("cpu", dtype, requires_grad=True)):
+      cases.append(pytest.param(name, sample, id=f"{name}-{index}"))
+  return cases
+
+
+def test_all_three_ops_are_in_torchs_database():
+  assert sorted(OPS) == sorted(jaxmargin.functional.__all__)
+
+
+def _check_sample(name, sample):
+  x = _numpy(sample.input)
+  args = [_numpy(a) for a in sample.args]
+  kwargs = {k: _numpy(a) for k, a in sample.kwargs.items()}
+  assert_matches_torch(name, x, *args, **kwargs)
+
+
+@pytest.mark.parametrize("name, sample", _collect("sample_inputs", torch.float64))
+def test_sample_inputs_match_torch(name, sample):
+  _check_sample(name, sample)
+
+
+@pytest.mark.parametrize("name, sample", _collect("reference_inputs", torch.float64))
+def test_reference_inputs_match_torch(name, sample):
+  _check_sample(name, sample)
+
+
+@pytest.mark.parametrize("name, sample", _collect("sample_inputs", torch.float32))
+def test_float32_sample_inputs_match_torch(name, sample):
+  _check_sample(name, sample)
+
+
+def _error_cases():
+  cases = []
+  for name, op in sorted(OPS.items()):
+    if op.error_inputs_func is None:
+      continue
+    for index, error in enumerate(op.error_inputs("cpu")):
+      cases.append(pytest.param(name, error, id=f"{name}-{index}"))
+  return cases
+
+
+ERROR_CASES = _error_cases()
+
+
+def test_error_inputs_exist_for_both_hinge_losses():
+  names = {case.values[0] for case in ERROR_CASES}
+  assert names == {"multi_margin_loss", "multilabel_margin_loss"}
+
+
+@pytest.mark.parametrize("name, error", ERROR_CASES)
+def test_error_inputs_raise(name, error):
+  sample = error.sample_input
+  # torch raises RuntimeError for most of these; we raise TypeError for a
+  # wrong dtype ("expected scalar type ...") and ValueError for the rest.
+  expected = TypeError if "scalar type" in error.error_regex else ValueError
+  with pytest.raises(expected) as raised:
+    getattr(jaxmargin, name)(_numpy(sample.input), *[_numpy(a) for a in sample.args],
+                             **{k: _numpy(a) for k, a in sample.kwargs.items()})
+  message = str(raised.value)
+  assert message.startswith(f"{name}: ") or re.search(error.error_regex, message), message
+  # The message names the argument it is about.
+  assert re.search(r"\b(input|target|weight|p|reduction)\b", message), message
