@@ -276,7 +276,7 @@ def multilabel_soft_margin_loss(
     >>> x = jnp.array([[0.1, 0.2, 0.4, 0.8]])
     >>> t = jnp.array([[1.0, 0.0, 0.0, 1.0]])
     >>> print(f"{jaxmargin.multilabel_soft_margin_loss(x, t):.4f}")
-    0.6906
+    0.6817
   """
   fn = "multilabel_soft_margin_loss"
   reduction = resolve_reduction(reduction, size_average, reduce,
