@@ -1,13 +1,33 @@
 """Core of the multi-label margin loss: per-sample values and their exact VJP.
 
-Memory stays O(N*C): the label slots are visited in blocks of ``SLOT_BLOCK``
-inside a loop that stops after the longest label list of the batch, so no
-``(N, C, C)`` or ``(P, N, C)`` array is ever built. The forward pass used for
-differentiation also counts, per score, how many hinge terms it enters; the
-backward pass is then a scale and one scatter, with no second loop.
+Two exact methods compute the same hinge sums; both stay in O(N*C) memory and
+never build an ``(N, C, C)`` or ``(P, N, C)`` array.
+
+``"slots"``, O(N*C*P) work for P labels per row
+  Visits the label slots one per iteration, each a fused 2-D pass over the
+  scores, in a loop that stops after the longest label list of the batch.
+  Best when rows have few labels.
+
+``"sort"``, O(N*C*log C) work
+  Sorts each row's negative scores once. A term is active iff
+  ``x[d] > -(margin - x[j])`` (rounding to nearest keeps the sign of a sum, so
+  this is exactly torch's ``(margin - x[j]) + x[d] > 0``), so a binary search
+  per label gives how many terms it enters and, from suffix sums, their sum;
+  a binary search per negative score into the sorted label thresholds gives how
+  many terms that score enters. Best for dense rows.
+
+``"auto"`` picks between them at run time from the longest label list, so a
+batch of sparse rows takes the loop and a batch with a dense row takes the sort.
+
+The forward pass used for differentiation also returns, per score, the net
+number of active terms it enters (as a negative minus as a label); the
+backward pass is then one scale of that ``(N, C)`` count.
 """
 
 from __future__ import annotations
+
+import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -15,88 +35,148 @@ from jax import lax
 
 from jaxmargin._indices import canonical_indices
 
-SLOT_BLOCK = 4
+METHODS = ("auto", "slots", "sort")
+
+
+SORT_PASSES_PER_LOG2 = 4.0
+
+
+def sort_is_cheaper(longest, num_classes):
+  """Whether the sort method beats the slot loop for a longest list of ``longest``.
+
+  The loop does about ``longest`` fused passes over the scores; the sort costs
+  about ``SORT_PASSES_PER_LOG2 * log2(C)`` (measured in ``benchmarks/``).
+  """
+  return longest > SORT_PASSES_PER_LOG2 * math.log2(max(num_classes, 2))
 
 
 class LabelLists:
   """The label lists of a padded ``(N, C)`` target, in array form.
 
   Attributes:
-    slot_valid: ``(N, S)`` bool, slot ``k`` of row ``n`` holds a label (it lies
-      before the first negative entry); ``S`` is ``C`` rounded up to a multiple
-      of ``SLOT_BLOCK``.
-    slot_index: ``(N, S)`` label index of each valid slot, ``C`` elsewhere (an
-      index that scatters drop and gathers never use).
-    negative: ``(N, C)`` bool, class ``d`` is not a label of row ``n``.
+    slot_valid: ``(N, C)`` bool, slot ``k`` of row ``n`` holds a label (it lies
+      before the first negative entry).
+    slot_index: ``(N, C)`` label index of each valid slot, ``C`` elsewhere (an
+      index that scatters drop and compares never match).
     row_valid: ``(N,)`` bool, every target value of the row lies in [-1, C-1].
     longest: scalar, the longest label list in the batch.
   """
 
   def __init__(self, target, num_classes):
     target = canonical_indices(target, num_classes)
-    num_rows, width = target.shape
-    padded_width = -(-width // SLOT_BLOCK) * SLOT_BLOCK
-    in_prefix = jnp.cumsum(target < 0, axis=1) == 0
+    width = target.shape[1]
+    # The first negative entry ends the list (argmax, not cumsum: XLA:CPU's
+    # cumsum is an order of magnitude slower than a reduction).
+    is_end = target < 0
+    length = jnp.where(jnp.any(is_end, axis=1), jnp.argmax(is_end, axis=1), width)
     in_range = target < num_classes
     self.row_valid = jnp.all((target >= -1) & in_range, axis=1)
-    slot_valid = in_prefix & in_range
-    slot_index = jnp.where(slot_valid, target, num_classes)
-    pad = ((0, 0), (0, padded_width - width))
-    self.slot_valid = jnp.pad(slot_valid, pad)
-    self.slot_index = jnp.pad(slot_index, pad, constant_values=num_classes)
-    rows = jnp.arange(num_rows)[:, None]
-    is_label = jnp.zeros((num_rows, num_classes), bool).at[rows, slot_index].set(
-        True, mode="drop"
-    )
-    self.negative = ~is_label
-    self.longest = jnp.max(jnp.sum(in_prefix, axis=1), initial=0)
+    self.slot_valid = (jnp.arange(width) < length[:, None]) & in_range
+    self.slot_index = jnp.where(self.slot_valid, target, num_classes)
+    self.longest = jnp.max(length, initial=0)
+
+  def slot(self, array, slot):
+    """Column ``slot`` of an ``(N, C)`` array, as ``(N, 1)``."""
+    return lax.dynamic_slice_in_dim(array, slot, 1, axis=1)
 
 
-def _hinge_sums(x, labels, margin, with_counts):
-  """Sums the hinge terms over label slots, a block of slots per iteration.
+def _hinge_by_slots(x, labels, margin, with_counts):
+  """Per-row hinge sums and (optionally) net counts, one label slot at a time.
 
-  Returns the per-row sums and, with ``with_counts``, the number of active
-  terms each negative score enters (``(N, C)``) and each label slot enters
-  (``(N, S)``).
+  Each iteration is one fused 2-D pass over the scores; the loop stops after
+  the longest label list of the batch.
   """
   num_rows, num_classes = x.shape
+  classes = jnp.arange(num_classes)
   safe_index = jnp.minimum(labels.slot_index, num_classes - 1)
-  label_scores = jnp.take_along_axis(x, safe_index, axis=1)
-  num_blocks = (labels.longest + SLOT_BLOCK - 1) // SLOT_BLOCK
+  # A NaN score makes every z of its slot NaN, hence inactive: empty slots need
+  # no mask of their own (and a NaN label score is dropped, as in torch).
+  label_scores = jnp.where(labels.slot_valid,
+                           jnp.take_along_axis(x, safe_index, axis=1), jnp.nan)
 
-  def body(block, carry):
-    sums, negative_counts, slot_counts = carry
-    start = block * SLOT_BLOCK
-    scores = lax.dynamic_slice_in_dim(label_scores, start, SLOT_BLOCK, axis=1)
-    valid = lax.dynamic_slice_in_dim(labels.slot_valid, start, SLOT_BLOCK, axis=1)
+  rows = jnp.arange(num_rows)[:, None]
+
+  def add_label(slot, is_label):
+    # Alone in its loop, this scatter updates in place (N entries per slot).
+    return is_label.at[rows, labels.slot(labels.slot_index, slot)].set(True, mode="drop")
+
+  is_label = lax.fori_loop(0, labels.longest, add_label,
+                           jnp.zeros((num_rows, num_classes), bool))
+  negative = ~is_label
+
+  def body(slot, carry):
+    sums, counts = carry
     # torch evaluates (margin - x[label]) + x[d]; the same order gives the same
     # z, so ties are ties here too. ``z > 0`` is false for NaN.
-    z = (margin - scores)[:, :, None] + x[:, None, :]
-    active = (z > 0) & valid[:, :, None] & labels.negative[:, None, :]
-    sums = sums + jnp.sum(jnp.where(active, z, 0), axis=(1, 2))
+    z = (margin - labels.slot(label_scores, slot)) + x
+    active = (z > 0) & negative
+    sums = sums + jnp.sum(jnp.where(active, z, 0), axis=1)
     if with_counts:
-      negative_counts = negative_counts + jnp.sum(active, axis=1, dtype=jnp.int32)
-      slot_counts = lax.dynamic_update_slice_in_dim(
-          slot_counts, jnp.sum(active, axis=2, dtype=jnp.int32), start, axis=1
-      )
-    return sums, negative_counts, slot_counts
+      # The label loses one per active term; a one-hot compare, because a
+      # scatter here makes XLA copy ``counts`` every iteration.
+      is_this_label = labels.slot(labels.slot_index, slot) == classes
+      slot_count = jnp.sum(active, axis=1, keepdims=True, dtype=jnp.int32)
+      counts = counts + active - jnp.where(is_this_label, slot_count, 0)
+    return sums, counts
 
-  count_shape = (num_rows, num_classes) if with_counts else (num_rows, 0)
-  slot_shape = labels.slot_valid.shape if with_counts else (num_rows, 0)
-  init = (
-      jnp.zeros((num_rows,), x.dtype),
-      jnp.zeros(count_shape, jnp.int32),
-      jnp.zeros(slot_shape, jnp.int32),
-  )
-  return lax.fori_loop(0, num_blocks, body, init)
+  init = (jnp.zeros((num_rows,), x.dtype),
+          jnp.zeros((num_rows, num_classes if with_counts else 0), jnp.int32))
+  return lax.fori_loop(0, labels.longest, body, init)
+
+
+def _hinge_by_sorting(x, labels, margin, with_counts):
+  """Per-row hinge sums and (optionally) net counts from sorted scores."""
+  num_rows, num_classes = x.shape
+  rows = jnp.arange(num_rows)[:, None]
+  is_label = jnp.zeros((num_rows, num_classes), bool).at[rows, labels.slot_index].set(
+      True, mode="drop")
+  counted = ~is_label & ~jnp.isnan(x)
+  # Labels and NaN scores never enter a term: -inf is never above a threshold.
+  ascending = jnp.sort(jnp.where(counted, x, -jnp.inf), axis=1)
+  # suffix[i] = sum of ascending[i:], with suffix[C] = 0.
+  suffix = jnp.cumsum(ascending[:, ::-1], axis=1)[:, ::-1]
+  suffix = jnp.concatenate([suffix, jnp.zeros((num_rows, 1), x.dtype)], axis=1)
+
+  safe_index = jnp.minimum(labels.slot_index, num_classes - 1)
+  offset = margin - jnp.take_along_axis(x, safe_index, axis=1)   # (N, S)
+  usable = labels.slot_valid & ~jnp.isnan(offset)
+  # Term (j, d) is active iff x[d] > threshold_j; unusable slots never are.
+  threshold = jnp.where(usable, -offset, jnp.inf)
+  first_above = jax.vmap(functools.partial(jnp.searchsorted, side="right"))(
+      ascending, threshold)
+  slot_counts = jnp.where(usable, num_classes - first_above, 0)
+  slot_sums = jnp.take_along_axis(suffix, first_above, axis=1)
+  # Guard 0 * inf: a slot with no active term adds exactly 0.
+  terms = jnp.where(slot_counts > 0, slot_counts * offset + slot_sums, 0)
+  sums = jnp.sum(terms, axis=1)
+  if not with_counts:
+    return sums, jnp.zeros((num_rows, 0), jnp.int32)
+  ascending_thresholds = jnp.sort(threshold, axis=1)
+  below = jax.vmap(functools.partial(jnp.searchsorted, side="left"))(
+      ascending_thresholds, x)
+  counts = jnp.where(counted, below, 0).astype(jnp.int32)
+  counts = counts.at[rows, labels.slot_index].add(
+      -slot_counts.astype(jnp.int32), mode="drop")
+  return sums, counts
+
+
+def _hinge(x, labels, margin, with_counts, method):
+  if method == "slots":
+    return _hinge_by_slots(x, labels, margin, with_counts)
+  if method == "sort":
+    return _hinge_by_sorting(x, labels, margin, with_counts)
+  return lax.cond(
+      sort_is_cheaper(labels.longest, x.shape[1]),
+      lambda: _hinge_by_sorting(x, labels, margin, with_counts),
+      lambda: _hinge_by_slots(x, labels, margin, with_counts))
 
 
 def _per_sample(sums, labels, num_classes):
   return jnp.where(labels.row_valid, sums / num_classes, jnp.nan)
 
 
-@jax.custom_vjp
-def multilabel_margin_per_sample(x, target, margin):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def multilabel_margin_per_sample(x, target, margin, method="auto"):
   r"""Per-sample multi-label margin loss of torch's ``multilabel_margin_loss``.
 
   .. math::
@@ -112,37 +192,35 @@ def multilabel_margin_per_sample(x, target, margin):
     target: padded label lists, shape ``(N, C)``, any integer dtype. A row with
       a value outside ``[-1, C-1]`` gives NaN (value and gradient).
     margin: scalar array (torch fixes it to 1).
+    method: ``"auto"``, ``"slots"`` or ``"sort"`` (static); see the module
+      docstring. All give torch's result.
 
   Returns:
     Per-sample losses of shape ``(N,)``.
   """
   labels = LabelLists(target, x.shape[1])
-  sums, _, _ = _hinge_sums(x, labels, margin, with_counts=False)
+  sums, _ = _hinge(x, labels, margin, False, method)
   return _per_sample(sums, labels, x.shape[1])
 
 
-def _fwd(x, target, margin):
+def _fwd(x, target, margin, method):
   labels = LabelLists(target, x.shape[1])
   # The counts are piecewise constant in x: cutting the gradient here lets
   # grad-of-grad see a zero second derivative instead of a while loop.
-  sums, negative_counts, slot_counts = _hinge_sums(
-      lax.stop_gradient(x), labels, lax.stop_gradient(margin), with_counts=True
-  )
-  residuals = (labels.slot_index, labels.slot_valid, labels.row_valid,
-               negative_counts, slot_counts, margin)
-  return _per_sample(sums, labels, x.shape[1]), residuals
+  sums, counts = _hinge(lax.stop_gradient(x), labels, lax.stop_gradient(margin), True,
+                        method)
+  return _per_sample(sums, labels, x.shape[1]), (counts, labels.row_valid, margin)
 
 
-def _bwd(residuals, cotangent):
-  slot_index, slot_valid, row_valid, negative_counts, slot_counts, margin = residuals
-  num_rows, num_classes = negative_counts.shape
-  scale = (cotangent / num_classes)[:, None]
-  grad_x = negative_counts * scale
-  slot_grad = jnp.where(slot_valid, -slot_counts * scale, 0)
-  rows = jnp.arange(num_rows)[:, None]
-  grad_x = grad_x.at[rows, slot_index].add(slot_grad, mode="drop")
-  grad_x = jnp.where(row_valid[:, None], grad_x, jnp.nan)
-  grad_margin = -jnp.sum(jnp.where(row_valid[:, None], slot_grad, 0))
+def _bwd(method, residuals, cotangent):
+  del method
+  counts, row_valid, margin = residuals
+  scale = (cotangent / counts.shape[1])[:, None]
+  grad_x = jnp.where(row_valid[:, None], counts * scale, jnp.nan)
+  # Each active term adds 1 at a negative and -1 at a label: the margin's
+  # gradient is the number of active terms, i.e. minus the label counts.
+  active_terms = jnp.sum(jnp.where(counts > 0, counts, 0), axis=1)
+  grad_margin = jnp.sum(jnp.where(row_valid, active_terms * scale[:, 0], 0))
   return grad_x.astype(cotangent.dtype), None, grad_margin.astype(margin.dtype)
 
 

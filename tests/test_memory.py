@@ -39,7 +39,8 @@ def _value_and_grad_jaxpr(name, num_rows, num_classes):
 def test_no_intermediate_grows_with_c_squared(name):
   num_rows, num_classes = 4, 256
   largest = max(_all_intermediate_sizes(_value_and_grad_jaxpr(name, num_rows, num_classes)))
-  # N*C*C would be 262,144 elements; a block of 4 label slots is 4*N*C = 4,096.
+  # N*C*C would be 262,144 elements. The public function runs the slot loop
+  # and the sort under one lax.cond, so both methods' programs are walked here.
   assert largest <= 8 * num_rows * num_classes, largest
 
 

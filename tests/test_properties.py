@@ -17,6 +17,8 @@ Values are drawn partly from a grid of multiples of 0.5 so that exact ties
 
 from __future__ import annotations
 
+import functools
+
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -76,6 +78,15 @@ VALUES = st.one_of(GRID, GENERAL)
 # (whole blocks of label slots in the multilabel kernel) and C = 5 (a partial
 # one), and the empty batch.
 SHAPES = [(1, 1), (0, 2), (2, 5), (3, 8), (4, 3), (5, 4), (6, 6)]
+# The 'mean' and 'sum' reductions of the hinge losses (and int32 targets) are
+# exercised on these shapes only: the empty batch, a partial slot block and two
+# whole ones. Elsewhere the per-sample values ('none') are checked.
+REDUCED_SHAPES = [(0, 2), (2, 5), (3, 8)]
+
+
+def reductions_for(shape, choices=("none", "mean", "sum")):
+  return st.sampled_from(list(choices) if tuple(shape) in REDUCED_SHAPES else ["none"])
+
 TARGET_DTYPE = np.int64  # int32 is covered by its own test
 
 
@@ -98,8 +109,8 @@ def mlm_case(draw, dtype=TARGET_DTYPE, shapes=SHAPES):
 
 
 @st.composite
-def mm_case(draw, with_weight=True, dtype=TARGET_DTYPE):
-  x = draw(score_matrix())
+def mm_case(draw, with_weight=True, dtype=TARGET_DTYPE, shapes=SHAPES):
+  x = draw(score_matrix(shapes))
   n, c = x.shape
   target = draw(hnp.arrays(dtype, (n,), elements=st.integers(0, c - 1)))
   weight = None
@@ -121,6 +132,62 @@ def value_and_row_grad(fn, x):
   """``fn(x)`` and the gradient of ``sum(fn(x))`` in one eager VJP."""
   out, vjp = jax.vjp(fn, jnp.asarray(x))
   (grad,) = vjp(jnp.ones_like(out))
+  return np.asarray(out), np.asarray(grad)
+
+
+# Gradients are taken through jitted wrappers (the target is then traced, the
+# path users take under ``jit``): one XLA program per signature, and cheap calls
+# afterwards, where an eager ``jax.vjp`` re-traces the loss on every example.
+
+
+def _cotangent(n, reduction, cotangent):
+  if cotangent is None:
+    cotangent = np.ones((n,) if reduction == "none" else ())
+  return jnp.asarray(cotangent, dtype=jnp.float64)
+
+
+@functools.partial(jax.jit, static_argnames=("reduction",))
+def _mlm_vjp(x, target, cotangent, reduction):
+  out, vjp = jax.vjp(
+      lambda v: multilabel_margin_loss(v, target, reduction=reduction), x)
+  return out, vjp(cotangent)[0]
+
+
+def mlm_vjp(x, target, reduction, cotangent=None):
+  """Loss and ``d(<cotangent, loss>)/dx`` (cotangent defaults to ones)."""
+  out, grad = _mlm_vjp(jnp.asarray(x), jnp.asarray(target),
+                       _cotangent(x.shape[0], reduction, cotangent), reduction)
+  return np.asarray(out), np.asarray(grad)
+
+
+@functools.partial(jax.jit, static_argnames=("p", "reduction"))
+def _mm_vjp(x, target, weight, margin, cotangent, p, reduction):
+  out, vjp = jax.vjp(
+      lambda v: multi_margin_loss(v, target, p=p, margin=margin, weight=weight,
+                                  reduction=reduction), x)
+  return out, vjp(cotangent)[0]
+
+
+def mm_vjp(x, target, weight, margin, p, reduction, cotangent=None):
+  out, grad = _mm_vjp(jnp.asarray(x), jnp.asarray(target),
+                      None if weight is None else jnp.asarray(weight),
+                      jnp.asarray(margin, dtype=jnp.float64),
+                      _cotangent(x.shape[0], reduction, cotangent), p, reduction)
+  return np.asarray(out), np.asarray(grad)
+
+
+@functools.partial(jax.jit, static_argnames=("reduction",))
+def _mlsm_vjp(x, target, weight, cotangent, reduction):
+  out, vjp = jax.vjp(
+      lambda v: multilabel_soft_margin_loss(v, target, weight=weight,
+                                            reduction=reduction), x)
+  return out, vjp(cotangent)[0]
+
+
+def mlsm_vjp(x, target, weight, reduction):
+  out, grad = _mlsm_vjp(jnp.asarray(x), jnp.asarray(target),
+                        None if weight is None else jnp.asarray(weight),
+                        _cotangent(x.shape[0], reduction, None), reduction)
   return np.asarray(out), np.asarray(grad)
 
 
@@ -241,34 +308,36 @@ def inverse(perm):
 
 
 @SETTINGS
-@given(data=st.data(), reduction=st.sampled_from(REDUCTIONS))
-def test_multilabel_margin_permutation_invariance(data, reduction):
+@given(data=st.data())
+def test_multilabel_margin_permutation_invariance(data):
   x, target = data.draw(mlm_case())
+  reduction = data.draw(reductions_for(x.shape), label="reduction")
   n, c = x.shape
   perm = permutation(data.draw, c)
   inv = inverse(perm)
   x_p = x[:, perm]  # new class k is old class perm[k]
   target_p = np.where(target >= 0, inv[np.maximum(target, 0)], -1).astype(target.dtype)
 
-  def loss(t):
-    return lambda v: multilabel_margin_loss(v, jnp.asarray(t), reduction=reduction)
-
-  out, g = value_and_row_grad(loss(target), x)
-  out_p, g_p = value_and_row_grad(loss(target_p), x_p)
   _, scales, _ = mlm_ref(x, target)
+  out = multilabel_margin_loss(jnp.asarray(x), jnp.asarray(target), reduction=reduction)
+  out_p = multilabel_margin_loss(jnp.asarray(x_p), jnp.asarray(target_p),
+                                 reduction=reduction)
   assert_close(out_p, out, scales if reduction == "none" else np.sum(scales))
+
+  # Gradient of the summed per-sample losses (reduction scaling is covered by
+  # the reference test; one reduction here keeps the number of compiles down).
+  row, g = mlm_vjp(x, target, "none")
+  row_p, g_p = mlm_vjp(x_p, target_p, "none")
+  assert_close(row_p, row, scales)
   assert g.shape == x.shape and g_p.shape == x.shape
   np.testing.assert_allclose(g_p, g[:, perm], rtol=RTOL, atol=1e-12)
-  # The plain (non-differentiated) forward pass agrees with the VJP's.
-  assert_close(multilabel_margin_loss(jnp.asarray(x_p), jnp.asarray(target_p),
-                                      reduction=reduction), out_p,
-               scales if reduction == "none" else np.sum(scales))
 
 
 @SETTINGS
-@given(data=st.data(), reduction=st.sampled_from(REDUCTIONS))
-def test_multi_margin_permutation_invariance(data, reduction):
+@given(data=st.data())
+def test_multi_margin_permutation_invariance(data):
   x, target, weight, margin, p = data.draw(mm_case())
+  reduction = data.draw(reductions_for(x.shape), label="reduction")
   n, c = x.shape
   perm = permutation(data.draw, c)
   inv = inverse(perm)
@@ -276,15 +345,17 @@ def test_multi_margin_permutation_invariance(data, reduction):
   target_p = inv[target].astype(target.dtype)
   weight_p = weight[perm]
 
-  def loss(t, w):
-    return lambda v: multi_margin_loss(v, jnp.asarray(t), p=p, margin=margin,
-                                       weight=jnp.asarray(w), reduction=reduction)
+  def loss(v, t, w):
+    return multi_margin_loss(jnp.asarray(v), jnp.asarray(t), p=p, margin=margin,
+                             weight=jnp.asarray(w), reduction=reduction)
 
-  out, g = value_and_row_grad(loss(target, weight), x)
-  out_p, g_p = value_and_row_grad(loss(target_p, weight_p), x_p)
   per_sample, g_ref = mm_ref(x, target, weight, margin, p)
   scale = np.abs(per_sample) if reduction == "none" else np.sum(np.abs(per_sample))
-  assert_close(out_p, out, scale)
+  assert_close(loss(x_p, target_p, weight_p), loss(x, target, weight), scale)
+
+  row, g = mm_vjp(x, target, weight, margin, p, "none")
+  row_p, g_p = mm_vjp(x_p, target_p, weight_p, margin, p, "none")
+  assert_close(row_p, row, np.abs(per_sample))
   np.testing.assert_allclose(g_p, g[:, perm], rtol=RTOL,
                              atol=1e-12 * (1 + np.max(np.abs(g_ref), initial=0.0)))
 
@@ -314,8 +385,7 @@ def test_multilabel_margin_empty_and_full_label_lists(data):
       target[i] = data.draw(hnp.arrays(dtype, (c,), elements=st.integers(-1, c - 1)))
   degenerate = np.array([k != "random" for k in kinds])
 
-  out, grad = value_and_row_grad(
-      lambda v: multilabel_margin_loss(v, jnp.asarray(target), reduction="none"), x)
+  out, grad = mlm_vjp(x, target, "none")
   assert out.shape == (n,)
   assert np.all(out[degenerate] == 0.0), (out, kinds)
   assert np.all(grad[degenerate] == 0.0), (grad, kinds)
@@ -352,10 +422,28 @@ def test_multilabel_margin_degenerate_row_1d_input(x, lead):
 # ---------------------------------------------------------------------------
 
 
+# Gradients are checked for 'none' (with a per-row cotangent) and 'mean' (the
+# 1/(N*C) scale); 'sum' differs from 'none' only by a summation, and leaving it
+# out saves a compile per shape.
+AD_REDUCTIONS = ("none", "mean")
+COTANGENTS = st.lists(st.sampled_from([1.0, -0.5, 2.0, 0.0]), min_size=6, max_size=6)
+
+
+def cotangent_and_row_factor(cots, n, reduction):
+  """The cotangent to pull back and the factor it puts on each row's gradient."""
+  if reduction == "none":
+    cot = np.asarray(cots[:n], dtype=np.float64)
+    return cot, cot[:, None]
+  factor = cots[0] / n if (reduction == "mean" and n) else cots[0]
+  return np.float64(cots[0]), factor
+
+
 @SETTINGS
-@given(case=mm_case(), reduction=st.sampled_from(REDUCTIONS))
-def test_multi_margin_matches_reference(case, reduction):
+@given(case=mm_case(), cots=COTANGENTS, data=st.data())
+def test_multi_margin_matches_reference(case, cots, data):
   x, target, weight, margin, p = case
+  reduction = data.draw(reductions_for(x.shape), label="reduction")
+  ad_reduction = data.draw(reductions_for(x.shape, AD_REDUCTIONS), label="ad_reduction")
   n, c = x.shape
 
   def loss(v):
@@ -368,17 +456,18 @@ def test_multi_margin_matches_reference(case, reduction):
   assert out.shape == ((n,) if reduction == "none" else ())
   check_reduced(out, per_sample, reduction, np.abs(per_sample))
 
-  out_ad, g = value_and_row_grad(loss, x)
-  check_reduced(out_ad, per_sample, reduction, np.abs(per_sample))
-  factor = 1.0 / n if (reduction == "mean" and n) else 1.0
+  cot, factor = cotangent_and_row_factor(cots, n, ad_reduction)
+  out_ad, g = mm_vjp(x, target, weight, margin, p, ad_reduction, cot)
+  check_reduced(out_ad, per_sample, ad_reduction, np.abs(per_sample))
   np.testing.assert_allclose(g, grad_ref * factor, rtol=RTOL,
                              atol=1e-12 * (1 + np.max(np.abs(grad_ref), initial=0.0)))
 
 
 @SETTINGS
-@given(case=mm_case(with_weight=False), reduction=st.sampled_from(REDUCTIONS))
-def test_multi_margin_default_arguments_match_reference(case, reduction):
+@given(case=mm_case(with_weight=False), data=st.data())
+def test_multi_margin_default_arguments_match_reference(case, data):
   x, target, _, _, _ = case
+  reduction = data.draw(reductions_for(x.shape), label="reduction")
   out = multi_margin_loss(jnp.asarray(x), jnp.asarray(target), reduction=reduction)
   per_sample, _ = mm_ref(x, target, None, 1.0, 1)
   check_reduced(out, per_sample, reduction, per_sample)
@@ -407,9 +496,11 @@ def test_multi_margin_no_weight_matches_reference_and_weight_scales_rows(case):
 
 
 @SETTINGS
-@given(case=mlm_case(), reduction=st.sampled_from(REDUCTIONS))
-def test_multilabel_margin_matches_reference(case, reduction):
+@given(case=mlm_case(), cots=COTANGENTS, data=st.data())
+def test_multilabel_margin_matches_reference(case, cots, data):
   x, target = case
+  reduction = data.draw(reductions_for(x.shape), label="reduction")
+  ad_reduction = data.draw(reductions_for(x.shape, AD_REDUCTIONS), label="ad_reduction")
   n, c = x.shape
 
   def loss(v):
@@ -421,9 +512,9 @@ def test_multilabel_margin_matches_reference(case, reduction):
   assert out.shape == ((n,) if reduction == "none" else ())
   check_reduced(out, per_sample, reduction, scales)
 
-  out_ad, g = value_and_row_grad(loss, x)
-  check_reduced(out_ad, per_sample, reduction, scales)
-  factor = 1.0 / n if (reduction == "mean" and n) else 1.0
+  cot, factor = cotangent_and_row_factor(cots, n, ad_reduction)
+  out_ad, g = mlm_vjp(x, target, ad_reduction, cot)
+  check_reduced(out_ad, per_sample, ad_reduction, scales)
   np.testing.assert_allclose(g, grad_ref * factor, rtol=RTOL, atol=1e-12)
 
 
@@ -449,13 +540,14 @@ def test_multilabel_margin_ignores_entries_after_first_padding(data):
 @SMALL_SETTINGS
 @given(data=st.data())
 def test_int32_targets_match_reference(data):
-  # Only reduction 'none' here: every extra signature costs a compile.
-  x, target = data.draw(mlm_case(dtype=np.int32))
+  # Only reduction 'none' and the REDUCED_SHAPES: each signature is a compile.
+  shapes = REDUCED_SHAPES
+  x, target = data.draw(mlm_case(dtype=np.int32, shapes=shapes))
   per_sample, scales, _ = mlm_ref(x, target)
   out = multilabel_margin_loss(jnp.asarray(x), jnp.asarray(target), reduction="none")
   assert_close(out, per_sample, scales)
 
-  x, y, weight, margin, p = data.draw(mm_case(dtype=np.int32))
+  x, y, weight, margin, p = data.draw(mm_case(dtype=np.int32, shapes=shapes))
   per_sample, _ = mm_ref(x, y, weight, margin, p)
   out = multi_margin_loss(jnp.asarray(x), jnp.asarray(y), p=p, margin=margin,
                           weight=jnp.asarray(weight), reduction="none")
@@ -529,12 +621,8 @@ def test_multilabel_soft_margin_permutation_invariance(data, reduction):
   perm = permutation(data.draw, c)
   weight_p = weight[perm]
 
-  def loss(tt, w):
-    return lambda v: multilabel_soft_margin_loss(
-        v, jnp.asarray(tt), weight=jnp.asarray(w), reduction=reduction)
-
-  out, g = value_and_row_grad(loss(t, weight), x)
-  out_p, g_p = value_and_row_grad(loss(t[:, perm], weight_p), x[:, perm])
+  out, g = mlsm_vjp(x, t, weight, reduction)
+  out_p, g_p = mlsm_vjp(x[:, perm], t[:, perm], weight_p, reduction)
   _, scales = mlsm_ref(x, t, weight)
   if reduction == "mean" and n == 0:
     assert np.isnan(out) and np.isnan(out_p)
