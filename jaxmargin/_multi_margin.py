@@ -68,25 +68,33 @@ def multi_margin_per_sample(x, target, margin, row_weight, p):
 
 
 def _fwd(x, target, margin, row_weight, p):
-  return _forward(x, target, margin, row_weight, p), (x, target, margin, row_weight)
+  z, active, powered, _ = _active_terms(x, target, margin, p)
+  # The row sums the backward pass needs are taken here, from the same z, so
+  # that the backward pass is one elementwise pass with no reduction.
+  # ``slope_sum`` (a count, or a sum of 2z > 0) is positive iff some term is
+  # active, so rows without one keep 0 even for an inf or NaN weight, as in
+  # torch (which multiplies each term by the weight).
+  hinge_sum = jnp.sum(jnp.where(active, powered, 0), axis=1)
+  slope_sum = (jnp.sum(active, axis=1, dtype=x.dtype) if p == 1
+               else jnp.sum(jnp.where(active, 2 * z, 0), axis=1))
+  total = jnp.where(slope_sum > 0, row_weight * hinge_sum, 0)
+  valid = _valid_rows(target, x.shape[1])
+  per_sample = jnp.where(valid, total / x.shape[1], jnp.nan)
+  return per_sample, (x, target, margin, row_weight, hinge_sum, slope_sum, valid)
 
 
 def _bwd(p, residuals, cotangent):
-  x, target, margin, row_weight = residuals
+  x, target, margin, row_weight, hinge_sum, slope_sum, valid = residuals
   num_classes = x.shape[1]
-  z, active, powered, is_target = _active_terms(x, target, margin, p)
-  slope = jnp.ones_like(z) if p == 1 else 2 * z
+  z, active, _, is_target = _active_terms(x, target, margin, p)
   scale = cotangent * row_weight / num_classes
-  grad_other = jnp.where(active, slope * scale[:, None], 0)
-  grad_total = jnp.sum(grad_other, axis=1)
-  grad_x = jnp.where(is_target, -grad_total[:, None], grad_other)
-  per_class_weight_grad = jnp.sum(jnp.where(active, powered, 0), axis=1)
-  grad_row_weight = cotangent * per_class_weight_grad / num_classes
-  valid = _valid_rows(target, num_classes)
+  slope = 1 if p == 1 else 2 * z
+  grad_x = jnp.where(is_target, -(slope_sum * scale)[:, None],
+                     jnp.where(active, slope * scale[:, None], 0))
   grad_x = jnp.where(valid[:, None], grad_x, jnp.nan)
-  grad_row_weight = jnp.where(valid, grad_row_weight, jnp.nan)
-  grad_margin = jnp.sum(jnp.where(valid, grad_total, 0)).astype(margin.dtype)
-  return grad_x, None, grad_margin, grad_row_weight
+  grad_row_weight = jnp.where(valid, cotangent * hinge_sum / num_classes, jnp.nan)
+  grad_margin = jnp.sum(jnp.where(valid, slope_sum * scale, 0)).astype(margin.dtype)
+  return grad_x.astype(x.dtype), None, grad_margin, grad_row_weight
 
 
 multi_margin_per_sample.defvjp(_fwd, _bwd)

@@ -34,11 +34,12 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxmargin._indices import canonical_indices
+from jaxmargin._row_sums import row_sums
 
 METHODS = ("auto", "slots", "sort")
 
 
-SORT_PASSES_PER_LOG2 = 4.0
+SORT_PASSES_PER_LOG2 = 24.0
 
 
 def sort_is_cheaper(longest, num_classes):
@@ -110,14 +111,15 @@ def _hinge_by_slots(x, labels, margin, with_counts):
     # z, so ties are ties here too. ``z > 0`` is false for NaN.
     z = (margin - labels.slot(label_scores, slot)) + x
     active = (z > 0) & negative
-    sums = sums + jnp.sum(jnp.where(active, z, 0), axis=1)
-    if with_counts:
-      # The label loses one per active term; a one-hot compare, because a
-      # scatter here makes XLA copy ``counts`` every iteration.
-      is_this_label = labels.slot(labels.slot_index, slot) == classes
-      slot_count = jnp.sum(active, axis=1, keepdims=True, dtype=jnp.int32)
-      counts = counts + active - jnp.where(is_this_label, slot_count, 0)
-    return sums, counts
+    if not with_counts:
+      (slot_sum,) = row_sums(jnp.where(active, z, 0))
+      return sums + slot_sum, counts
+    slot_sum, slot_count = row_sums(jnp.where(active, z, 0), active.astype(jnp.int32))
+    # The label loses one per active term; a one-hot compare, because a
+    # scatter here makes XLA copy ``counts`` every iteration.
+    is_this_label = labels.slot(labels.slot_index, slot) == classes
+    counts = counts + active - jnp.where(is_this_label, slot_count[:, None], 0)
+    return sums + slot_sum, counts
 
   init = (jnp.zeros((num_rows,), x.dtype),
           jnp.zeros((num_rows, num_classes if with_counts else 0), jnp.int32))

@@ -6,6 +6,35 @@ import jax
 import jax.numpy as jnp
 
 
+def _terms(x, target):
+  # softplus(-x) = -log(sigmoid(x)) and softplus(x) = -log(sigmoid(-x)) share
+  # log1p(exp(-|x|)): one exp and one log1p per element instead of two each.
+  # Keeping torch's t * (...) + (1 - t) * (...) shape keeps its NaN for
+  # 0 * inf at x = +-inf.
+  shared = jnp.log1p(jnp.exp(-jnp.abs(x)))
+  return (target * (jnp.maximum(-x, 0) + shared)
+          + (1 - target) * (jnp.maximum(x, 0) + shared))
+
+
+@jax.custom_jvp
+def soft_margin_terms(x, target):
+  r"""Elementwise :math:`-[t \log\sigma(x) + (1 - t) \log\sigma(-x)]`.
+
+  The derivative rule gives :math:`\sigma(x) - t` for ``x`` (also at
+  ``x = 0``, where autodiff through ``max`` and ``abs`` would not) and
+  :math:`-x` for ``t``. It is a ``custom_jvp``, so forward mode (``jvp``,
+  ``jacfwd``, ``hessian``) works as well as reverse mode.
+  """
+  return _terms(x, target)
+
+
+@soft_margin_terms.defjvp
+def _soft_margin_terms_jvp(primals, tangents):
+  x, target = primals
+  dx, dtarget = tangents
+  return _terms(x, target), (jax.nn.sigmoid(x) - target) * dx - x * dtarget
+
+
 def multilabel_soft_margin_per_sample(x, target, weight):
   r"""Per-sample multi-label soft margin loss of torch's ``multilabel_soft_margin_loss``.
 
@@ -13,22 +42,23 @@ def multilabel_soft_margin_per_sample(x, target, weight):
     \ell_n = -\frac{1}{C} \sum_{c} w_c \left[ t_{n,c} \log\sigma(x_{n,c})
              + (1 - t_{n,c}) \log\sigma(-x_{n,c}) \right]
 
-  ``log_sigmoid`` is ``-softplus(-x)``, whose own ``custom_jvp`` keeps value
-  and derivative finite for any finite ``x``; no rule of ours is needed, so
-  forward mode (``jvp``, ``jacfwd``, ``hessian``) and reverse mode both work,
-  and the gradients with respect to ``x``, ``target`` and ``weight`` are
-  torch's. The formula is torch's term for term, so NaN and inf propagate as
-  in torch.
+  Finite in value and derivative for any finite ``x`` (``log1p(exp(-|x|))``
+  never overflows); NaN and inf propagate as in torch's formula. Gradients
+  with respect to ``x``, ``target`` and ``weight`` are torch's.
 
   Args:
     x: logits, shape ``(..., C)``, in the compute dtype.
-    target: broadcastable to ``x``.
+    target: broadcastable with ``x``; the sum runs over the broadcast last
+      axis, the divisor is ``x``'s ``C``.
     weight: ``None`` or broadcastable to ``x``.
 
   Returns:
     Per-sample losses of the broadcast shape without its last axis.
   """
-  loss = -(target * jax.nn.log_sigmoid(x) + (1 - target) * jax.nn.log_sigmoid(-x))
+  # torch divides by the input's class count, even where the target widens it.
+  num_classes = x.shape[-1]
+  shape = jnp.broadcast_shapes(x.shape, jnp.shape(target))
+  loss = soft_margin_terms(jnp.broadcast_to(x, shape), jnp.broadcast_to(target, shape))
   if weight is not None:
     loss = loss * weight
-  return jnp.sum(loss, axis=-1) / x.shape[-1]
+  return jnp.sum(loss, axis=-1) / num_classes
