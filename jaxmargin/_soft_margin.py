@@ -35,7 +35,7 @@ def _soft_margin_terms_jvp(primals, tangents):
   return _terms(x, target), (jax.nn.sigmoid(x) - target) * dx - x * dtarget
 
 
-def multilabel_soft_margin_per_sample(x, target, weight):
+def multilabel_soft_margin_per_sample(x, target, weight, where=None):
   r"""Per-sample multi-label soft margin loss of torch's ``multilabel_soft_margin_loss``.
 
   .. math::
@@ -51,6 +51,8 @@ def multilabel_soft_margin_per_sample(x, target, weight):
     target: broadcastable with ``x``; the sum runs over the broadcast last
       axis, the divisor is ``x``'s ``C``.
     weight: ``None`` or broadcastable to ``x``.
+    where: ``None`` or a bool array broadcastable to ``x``: terms where it is
+      False are left out of the sum (the divisor stays ``C``).
 
   Returns:
     Per-sample losses of the broadcast shape without its last axis.
@@ -61,4 +63,6 @@ def multilabel_soft_margin_per_sample(x, target, weight):
   loss = soft_margin_terms(jnp.broadcast_to(x, shape), jnp.broadcast_to(target, shape))
   if weight is not None:
     loss = loss * weight
+  if where is not None:
+    loss = jnp.where(where, loss, 0)
   return jnp.sum(loss, axis=-1) / num_classes

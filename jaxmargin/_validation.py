@@ -78,8 +78,24 @@ def is_concrete(value: jax.typing.ArrayLike) -> bool:
   return not isinstance(value, jax.core.Tracer)
 
 
+def check_p(fn: str, p: int) -> int:
+  """Checks the hinge exponent of the multi-class margin loss (torch's rule)."""
+  if p != 1 and p != 2:
+    raise ValueError(f"{fn}: p is {p!r}; expected 1 or 2 (only p == 1 and p == 2 "
+                     "supported)")
+  return int(p)
+
+
+def as_scalar_margin(fn: str, margin: jax.typing.ArrayLike) -> jax.Array:
+  """Converts ``margin`` to a real scalar array."""
+  array = as_real_array(fn, "margin", margin)
+  if array.ndim != 0:
+    raise ValueError(f"{fn}: margin shape {array.shape} is not a scalar; expected ()")
+  return array
+
+
 def check_target_range(
-    fn: str, target: jax.typing.ArrayLike, low: int, high: int
+    fn: str, target: jax.typing.ArrayLike, low: int, high: int, name: str = "target"
 ) -> None:
   """Raises ``ValueError`` if a concrete target has a value outside [low, high].
 
@@ -94,6 +110,6 @@ def check_target_range(
   smallest, largest = values.min(), values.max()
   if smallest < low or largest > high:
     raise ValueError(
-        f"{fn}: target values must lie in [{low}, {high}]; got values in "
+        f"{fn}: {name} values must lie in [{low}, {high}]; got values in "
         f"[{smallest}, {largest}]"
     )

@@ -183,9 +183,7 @@ def multi_margin_loss(
     0.3250
   """
   fn = "multi_margin_loss"
-  if p != 1 and p != 2:
-    raise ValueError(f"{fn}: p is {p!r}; expected 1 or 2 (only p == 1 and p == 2 "
-                     "supported)")
+  p = v.check_p(fn, p)
   w = None if weight is None else jnp.asarray(weight)
   if w is not None and w.ndim != 1:
     raise ValueError(f"{fn}: weight shape {w.shape} is not one-dimensional; "
@@ -205,14 +203,12 @@ def multi_margin_loss(
                        f"{num_classes} classes of input; expected ({num_classes},)")
     w = v.as_real_array(fn, "weight", w)
   y = v.as_index_array(fn, "target", y)
-  m = v.as_real_array(fn, "margin", margin)
-  if m.ndim != 0:
-    raise ValueError(f"{fn}: margin shape {m.shape} is not a scalar; expected ()")
+  m = v.as_scalar_margin(fn, margin)
   v.check_target_range(fn, y, 0, num_classes - 1)
   none_shape = (num_rows,) if y.ndim == 1 else ()
   return _multi_margin_kernel(
       x.reshape(num_rows, num_classes), y.reshape(num_rows), m, w,
-      p=int(p), reduction=reduction, none_shape=none_shape)
+      p=p, reduction=reduction, none_shape=none_shape)
 
 
 _INVALID_SOFT_REDUCTION = "{reduction} is not valid"

@@ -1,0 +1,290 @@
+"""Optax-style margin losses: per-example outputs, any batch shape, multi-hot labels.
+
+These follow the conventions of ``optax.losses``: arrays positional,
+hyperparameters keyword-only, the class axis given by ``axis`` (default -1)
+over any number of leading batch dimensions, an optional ``where`` mask, and
+one loss per example with no reduction (take ``jnp.mean`` yourself).
+
+They run on the same cores as :mod:`jaxmargin.functional`, so values and
+gradients are torch's: followed by ``jnp.mean`` and given converted targets,
+each equals its torch-compatible twin.
+
+``where`` selects the classes that take part: an excluded class is neither a
+label nor a competitor, and the divisor is the number of included classes, so
+an example's loss equals the loss computed on its included classes alone. An
+example with no included class, or (for :func:`multiclass_margin_loss`) whose
+label is excluded, gets 0. A ``where`` with the batch shape (one fewer
+dimension than the scores) includes or excludes whole examples, as in optax.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxmargin import _validation as v
+from jaxmargin._multi_margin import multi_margin_per_sample
+from jaxmargin._multilabel_margin import multilabel_margin_per_sample
+from jaxmargin._soft_margin import multilabel_soft_margin_per_sample
+from jaxmargin._targets import multi_hot_to_padded, padded_to_multi_hot
+
+__all__ = [
+    "multiclass_margin_loss",
+    "multilabel_margin_loss",
+    "multilabel_soft_margin_loss",
+    "multi_hot_to_padded",
+    "padded_to_multi_hot",
+]
+
+
+def _class_rows(fn, name, array, axis):
+  """Moves ``axis`` last and flattens the batch: ``(B, C)`` and the batch shape."""
+  if array.ndim == 0:
+    raise ValueError(f"{fn}: {name} shape () has no class axis; expected at least 1-D")
+  if not -array.ndim <= axis < array.ndim:
+    raise ValueError(f"{fn}: axis {axis} is out of range for {name} of shape "
+                     f"{array.shape}; expected -{array.ndim} <= axis < {array.ndim}")
+  moved = jnp.moveaxis(array, axis, -1)
+  return moved.reshape(-1, moved.shape[-1]), moved.shape[:-1]
+
+
+def _class_mask(fn, where, shape, axis):
+  """``where`` as a bool array of the scores' shape, or ``None``."""
+  if where is None:
+    return None
+  where = jnp.asarray(where)
+  if where.ndim == len(shape) - 1:
+    where = jnp.expand_dims(where, axis)
+  try:
+    return jnp.broadcast_to(where.astype(bool), shape)
+  except ValueError:
+    raise ValueError(f"{fn}: where shape {where.shape} does not broadcast to the "
+                     f"scores' shape {shape}; expected {shape} or the batch "
+                     "shape") from None
+
+
+def _over_included(per_sample, mask, num_classes):
+  """Turns a loss divided by ``C`` into one divided by the included count."""
+  if mask is None:
+    return per_sample
+  included = jnp.sum(mask, axis=-1)
+  return per_sample * (num_classes / jnp.maximum(included, 1)).astype(per_sample.dtype)
+
+
+def _finish(per_sample, batch_shape, dtype):
+  return per_sample.reshape(batch_shape).astype(dtype)
+
+
+def multiclass_margin_loss(
+    scores: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    p: int = 1,
+    margin: float | jax.typing.ArrayLike = 1.0,
+    class_weights: jax.typing.ArrayLike | None = None,
+    axis: int = -1,
+    where: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
+  r"""Multi-class margin (hinge) loss per example, torch's ``multi_margin_loss``.
+
+  For scores :math:`x` over :math:`C` classes and an integer label :math:`y`,
+
+  .. math::
+    \ell(x, y) = \frac{1}{C} \sum_{d \ne y} w_y \max(0,\ \mathrm{margin} - x_y + x_d)^p .
+
+  This is not ``optax.multiclass_hinge_loss`` (Crammer-Singer, which takes
+  the largest competitor only): every competitor within the margin adds a term.
+  Gradients are torch's (zero at an exact tie; NaN terms dropped).
+
+  Args:
+    scores: floating array of shape ``(..., C)`` (class axis ``axis``).
+    labels: integer class indices with the batch shape ``(...)``. An index
+      outside ``[0, C-1]`` gives NaN for its example (and raises
+      ``ValueError`` with concrete arrays).
+    p: 1 or 2.
+    margin: the margin (a number or a scalar array; differentiable).
+    class_weights: optional ``(C,)`` weights; the label's weight multiplies its
+      example's terms.
+    axis: the class axis of ``scores``.
+    where: optional bool mask of the scores' shape (or the batch shape) of the
+      classes to include; see the module docstring.
+
+  Returns:
+    Losses of the batch shape, in the dtype of ``scores``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmargin.losses import multiclass_margin_loss
+    >>> scores = jnp.array([[0.1, 0.2, 0.4, 0.8], [0.9, 0.2, 0.1, 0.0]])
+    >>> loss = multiclass_margin_loss(scores, jnp.array([3, 0]))
+    >>> print(loss.shape, [round(float(v), 4) for v in loss])
+    (2,) [0.325, 0.15]
+  """
+  fn = "multiclass_margin_loss"
+  p = v.check_p(fn, p)
+  x = v.as_float_array(fn, "scores", scores)
+  rows, batch_shape = _class_rows(fn, "scores", x, axis)
+  num_classes = rows.shape[1]
+  y = v.as_index_array(fn, "labels", labels)
+  if y.shape != batch_shape:
+    raise ValueError(f"{fn}: labels shape {y.shape} does not match the batch shape "
+                     f"of scores {x.shape} (axis={axis}); expected {batch_shape}")
+  v.check_target_range(fn, y, 0, num_classes - 1, name="labels")
+  y = y.reshape(-1)
+  dtype = v.compute_dtype(x.dtype)
+  work = rows.astype(dtype)
+  mask = _class_mask(fn, where, x.shape, axis)
+  if mask is not None:
+    mask = _class_rows(fn, "where", mask, axis)[0]
+    # Excluded classes score -inf, so no term with them is active (z = -inf),
+    # and a row whose label is excluded is all -inf, so z = NaN: no term.
+    label_included = jnp.take_along_axis(
+        mask, jnp.clip(y, 0, num_classes - 1)[:, None], axis=1)
+    mask = mask & label_included
+    work = jnp.where(mask, work, -jnp.inf)
+  if class_weights is None:
+    row_weight = jnp.ones(y.shape, dtype)
+  else:
+    w = v.as_real_array(fn, "class_weights", class_weights)
+    if w.shape != (num_classes,):
+      raise ValueError(f"{fn}: class_weights shape {w.shape} does not match the "
+                       f"{num_classes} classes of scores; expected ({num_classes},)")
+    row_weight = w.astype(dtype)[jnp.clip(y, 0, num_classes - 1)]
+  m = v.as_scalar_margin(fn, margin)
+  per_sample = multi_margin_per_sample(work, y, m.astype(dtype), row_weight, p)
+  return _finish(_over_included(per_sample, mask, num_classes), batch_shape, x.dtype)
+
+
+def multilabel_margin_loss(
+    scores: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    margin: float | jax.typing.ArrayLike = 1.0,
+    axis: int = -1,
+    where: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
+  r"""Multi-label margin (hinge) loss per example, torch's ``multilabel_margin_loss``.
+
+  For scores :math:`x` over :math:`C` classes and the set :math:`L` of
+  positive classes (the nonzero entries of ``labels``),
+
+  .. math::
+    \ell(x, L) = \frac{1}{C} \sum_{j \in L} \sum_{d \notin L}
+                 \max(0,\ \mathrm{margin} - x_j + x_d).
+
+  torch fixes the margin to 1; here it is a (differentiable) argument. With
+  multi-hot labels a class is a label at most once. Gradients are torch's.
+  Memory is O(size of ``scores``); see the performance notes in the README.
+
+  Args:
+    scores: floating array of shape ``(..., C)`` (class axis ``axis``).
+    labels: multi-hot array of the same shape; nonzero marks a positive class.
+    margin: the margin (a number or a scalar array).
+    axis: the class axis.
+    where: optional bool mask of the scores' shape (or the batch shape) of the
+      classes to include; see the module docstring.
+
+  Returns:
+    Losses of the batch shape, in the dtype of ``scores``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmargin.losses import multilabel_margin_loss
+    >>> scores = jnp.array([[0.1, 0.2, 0.4, 0.8]])
+    >>> loss = multilabel_margin_loss(scores, jnp.array([[1, 0, 0, 1]]))
+    >>> print(loss.shape, [round(float(v), 4) for v in loss])
+    (1,) [0.85]
+  """
+  fn = "multilabel_margin_loss"
+  x = v.as_float_array(fn, "scores", scores)
+  rows, batch_shape = _class_rows(fn, "scores", x, axis)
+  num_classes = rows.shape[1]
+  labels = jnp.asarray(labels)
+  if labels.shape != x.shape:
+    raise ValueError(f"{fn}: labels shape {labels.shape} does not match scores shape "
+                     f"{x.shape}; expected {x.shape} (multi-hot)")
+  positive = _class_rows(fn, "labels", labels, axis)[0] != 0
+  dtype = v.compute_dtype(x.dtype)
+  work = rows.astype(dtype)
+  mask = _class_mask(fn, where, x.shape, axis)
+  if mask is not None:
+    mask = _class_rows(fn, "where", mask, axis)[0]
+    positive = positive & mask
+    # An excluded class scores -inf: as a competitor its z is -inf, never active.
+    work = jnp.where(mask, work, -jnp.inf)
+  m = v.as_scalar_margin(fn, margin)
+  per_sample = multilabel_margin_per_sample(work, multi_hot_to_padded(positive),
+                                            m.astype(dtype))
+  return _finish(_over_included(per_sample, mask, num_classes), batch_shape, x.dtype)
+
+
+def multilabel_soft_margin_loss(
+    logits: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    class_weights: jax.typing.ArrayLike | None = None,
+    axis: int = -1,
+    where: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
+  r"""Multi-label soft margin loss per example, torch's ``multilabel_soft_margin_loss``.
+
+  .. math::
+    \ell(x, t) = -\frac{1}{C} \sum_{c} w_c \left[ t_c \log\sigma(x_c)
+                 + (1 - t_c) \log\sigma(-x_c) \right]
+
+  That is the class mean of ``optax.sigmoid_binary_cross_entropy``, weighted,
+  computed with one ``exp`` and one ``log1p`` per element and an exact
+  derivative rule (forward and reverse mode).
+
+  Args:
+    logits: floating array of shape ``(..., C)`` (class axis ``axis``).
+    labels: multi-hot or soft labels in ``[0, 1]``, broadcastable to
+      ``logits``; differentiable.
+    class_weights: optional weights broadcastable to ``logits`` (usually
+      ``(C,)`` with ``axis=-1``); differentiable.
+    axis: the class axis.
+    where: optional bool mask of the logits' shape (or the batch shape) of the
+      classes to include; see the module docstring.
+
+  Returns:
+    Losses of the batch shape, in the result dtype of the inputs.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmargin.losses import multilabel_soft_margin_loss
+    >>> logits = jnp.array([[0.1, 0.2, 0.4, 0.8]])
+    >>> labels = jnp.array([[1.0, 0.0, 0.0, 1.0]])
+    >>> loss = multilabel_soft_margin_loss(logits, labels)
+    >>> print(loss.shape, [round(float(v), 4) for v in loss])
+    (1,) [0.6817]
+  """
+  fn = "multilabel_soft_margin_loss"
+  x = v.as_float_array(fn, "logits", logits)
+  t = v.as_real_array(fn, "labels", labels)
+  w = None if class_weights is None else v.as_real_array(fn, "class_weights",
+                                                          class_weights)
+  try:
+    shape = jnp.broadcast_shapes(*(a.shape for a in (x, t, w) if a is not None))
+  except ValueError:
+    raise ValueError(f"{fn}: labels shape {t.shape} and class_weights shape "
+                     f"{None if w is None else w.shape} do not broadcast to logits "
+                     f"shape {x.shape}; expected shapes broadcastable to "
+                     f"{x.shape}") from None
+  if shape != x.shape:
+    raise ValueError(f"{fn}: labels and class_weights broadcast logits {x.shape} "
+                     f"to {shape}; expected them to broadcast to {x.shape}")
+  out_dtype = jnp.result_type(*(a for a in (x, t, w) if a is not None))
+  dtype = v.compute_dtype(out_dtype)
+  rows, batch_shape = _class_rows(fn, "logits", x, axis)
+  num_classes = rows.shape[1]
+
+  def as_rows(a):
+    return _class_rows(fn, "labels", jnp.broadcast_to(a, shape), axis)[0].astype(dtype)
+
+  mask = _class_mask(fn, where, x.shape, axis)
+  if mask is not None:
+    mask = _class_rows(fn, "where", mask, axis)[0]
+  per_sample = multilabel_soft_margin_per_sample(
+      rows.astype(dtype), as_rows(t), None if w is None else as_rows(w), where=mask)
+  return _finish(_over_included(per_sample, mask, num_classes), batch_shape,
+                 out_dtype)
