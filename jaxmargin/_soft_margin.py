@@ -60,7 +60,12 @@ def multilabel_soft_margin_per_sample(x, target, weight, where=None):
   # torch divides by the input's class count, even where the target widens it.
   num_classes = x.shape[-1]
   shape = jnp.broadcast_shapes(x.shape, jnp.shape(target))
-  loss = soft_margin_terms(jnp.broadcast_to(x, shape), jnp.broadcast_to(target, shape))
+  x, target = jnp.broadcast_to(x, shape), jnp.broadcast_to(target, shape)
+  if where is not None:
+    # Excluded entries are replaced before the terms too, so that a NaN there
+    # cannot reach the gradient as 0 * NaN.
+    x, target = jnp.where(where, x, 0), jnp.where(where, target, 0)
+  loss = soft_margin_terms(x, target)
   if weight is not None:
     loss = loss * weight
   if where is not None:

@@ -33,7 +33,7 @@ class LossWeight(nnx.Variable):
 
 
 def _weight_value(variable):
-  return None if variable is None else variable.value
+  return None if variable is None else variable[...]
 
 
 class MultiLabelMarginLoss(nnx.Module):

@@ -146,11 +146,12 @@ def test_auto_switches_from_the_loop_to_the_sort_with_the_longest_list():
   assert sort_is_cheaper(5000, 10_000)
   # The choice is made at run time: one compiled function serves both.
   rng = np.random.default_rng(2)
-  x = rng.normal(size=(2, 100))
-  sparse = _labels(rng, 2, 100, 2)
-  dense = np.tile(np.arange(100), (2, 1))
-  dense[:, 80] = -1
-  assert not sort_is_cheaper(2, 100) and sort_is_cheaper(80, 100)
+  num_classes = 300
+  x = rng.normal(size=(2, num_classes))
+  sparse = _labels(rng, 2, num_classes, 2)
+  dense = np.tile(np.arange(num_classes), (2, 1))
+  dense[:, 290] = -1
+  assert not sort_is_cheaper(2, num_classes) and sort_is_cheaper(290, num_classes)
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     for target in (sparse, dense):
