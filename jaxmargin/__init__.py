@@ -1,5 +1,6 @@
 """jaxmargin: PyTorch's margin-based losses for JAX, with torch's exact semantics."""
 
+from jaxmargin import functional, losses
 from jaxmargin.functional import (
     multi_margin_loss,
     multilabel_margin_loss,
@@ -9,6 +10,8 @@ from jaxmargin.functional import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "functional",
+    "losses",
     "multi_margin_loss",
     "multilabel_margin_loss",
     "multilabel_soft_margin_loss",
