@@ -178,7 +178,9 @@ def multilabel_margin_loss(
 
   Args:
     scores: floating array of shape ``(..., C)`` (class axis ``axis``).
-    labels: multi-hot array of the same shape; nonzero marks a positive class.
+    labels: multi-hot array of the same shape with values in {0, 1} (checked
+      when concrete); nonzero marks a positive class. Not torch's padded
+      index format: convert that with :func:`padded_to_multi_hot`.
     margin: the margin (a number or a scalar array).
     axis: the class axis.
     where: optional bool mask of the scores' shape (or the batch shape) of the
@@ -203,6 +205,9 @@ def multilabel_margin_loss(
   if labels.shape != x.shape:
     raise ValueError(f"{fn}: labels shape {labels.shape} does not match scores shape "
                      f"{x.shape}; expected {x.shape} (multi-hot)")
+  # A padded torch target (with -1) passed here by mistake must not pass as
+  # multi-hot; with concrete labels that is caught now.
+  v.check_target_range(fn, labels, 0, 1, name="labels")
   positive = _class_rows(fn, "labels", labels, axis)[0] != 0
   dtype = v.compute_dtype(x.dtype)
   work = rows.astype(dtype)

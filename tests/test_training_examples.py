@@ -1,0 +1,123 @@
+"""Smoke tests of the digits training examples: they build sound data, learn, and plot.
+
+Each example runs for one epoch on a small data set, so the tests take seconds;
+the full runs are timed by hand (see the README). The examples are scripts,
+not a package: they are loaded with ``runpy`` and find their shared
+``digits_data`` module on ``sys.path``, as when run as ``python examples/...``.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import runpy
+
+import numpy as np
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MULTILABEL_LINE = re.compile(r"^(\w+): LRAP (\S+), hamming loss (\S+)$", re.M)
+LOSS_NAMES = {"multilabel_margin_loss", "multilabel_soft_margin_loss"}
+# Few composites and small batches: one epoch is a few dozen steps.
+SMALL_MULTILABEL = ["--epochs", "1", "--train-size", "2000", "--test-size", "500",
+                    "--batch-size", "64"]
+
+
+@pytest.fixture
+def load_example(monkeypatch):
+  """Loads ``examples/<name>.py`` as a module namespace, without running ``main``."""
+  monkeypatch.syspath_prepend(str(EXAMPLES))
+
+  def load(name):
+    return runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="not_main")
+
+  return load
+
+
+def assert_png(path):
+  assert path.is_file(), f"no plot at {path}"
+  assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def tile_sources(split_images, split_labels):
+  """Maps each image's bytes to its class, to recognise the tiles of a composite."""
+  return {image.tobytes(): int(label) for image, label in zip(split_images, split_labels)}
+
+
+@pytest.mark.parametrize("part", ["train", "test"])
+def test_multilabel_composites_come_from_their_split_and_match_their_labels(
+    load_example, part):
+  data = load_example("digits_data")
+  split = data["load_digits_split"]()
+  train, test = data["make_multilabel_split"](split, 300, 200, seed=3)
+  composites = {"train": train, "test": test}[part]
+  sources = tile_sources(getattr(split, f"{part}_images"),
+                         getattr(split, f"{part}_labels"))
+  num = len(composites.images)
+  assert composites.images.shape == (num, 8, 24)
+  assert composites.images.dtype == composites.multi_hot.dtype == np.float32
+  assert composites.padded.dtype == np.int32
+  for image, multi_hot, padded in zip(composites.images, composites.multi_hot,
+                                      composites.padded):
+    tiles = [image[:, 8 * s:8 * (s + 1)] for s in range(3)]
+    digits = [sources[t.tobytes()] for t in tiles if t.any()]
+    assert 2 <= len(digits) <= 3 and len(set(digits)) == len(digits)
+    assert set(np.flatnonzero(multi_hot)) == set(digits)
+    listed = padded[padded >= 0]
+    assert list(listed) == sorted(digits)
+    assert (padded[len(listed):] == -1).all()
+  # Both counts of digits occur, and every slot is used.
+  counts = composites.multi_hot.sum(axis=1)
+  assert set(counts) == {2.0, 3.0}
+  assert all(composites.images[:, :, 8 * s:8 * (s + 1)].any() for s in range(3))
+
+
+def test_split_is_fixed_and_stratified(load_example):
+  data = load_example("digits_data")
+  first, second = data["load_digits_split"](), data["load_digits_split"]()
+  np.testing.assert_array_equal(first.test_images, second.test_images)
+  assert len(first.train_labels) + len(first.test_labels) == 1797
+  assert np.bincount(first.test_labels, minlength=10).min() >= 40
+
+
+def test_multilabel_metrics_threshold_scores_at_zero(load_example):
+  metrics = load_example("digits_data")["multilabel_metrics"]
+  truth = np.array([[1, 0, 1, 0], [0, 1, 0, 0]], np.float32)
+  perfect = metrics(np.where(truth == 1, 0.5, -0.5), truth)
+  assert perfect == {"lrap": 1.0, "hamming": 0.0}
+  # Well ranked but all above 0: LRAP stays 1, every negative is a Hamming error.
+  shifted = metrics(np.where(truth == 1, 2.0, 1.0), truth)
+  assert shifted == {"lrap": 1.0, "hamming": 5 / 8}
+
+
+def test_classifier_nnx_trains_and_plots(load_example, tmp_path, capsys):
+  example = load_example("digits_classifier_nnx")
+  accuracy = example["main"](["--epochs", "1", "--out", str(tmp_path)])
+  printed = re.search(r"^test accuracy: (\S+)$", capsys.readouterr().out, re.M)
+  assert printed, "no 'test accuracy:' line"
+  assert float(printed.group(1)) == pytest.approx(accuracy, abs=1e-4)
+  # Chance is 0.1; one epoch already gives about 0.8.
+  assert 0.5 < accuracy <= 1.0
+  assert_png(tmp_path / example["PLOT_NAME"])
+
+
+@pytest.mark.parametrize("name", ["digits_multilabel_nnx", "digits_multilabel_linen"])
+def test_multilabel_example_trains_both_losses_and_plots(load_example, tmp_path, capsys,
+                                                          name):
+  example = load_example(name)
+  results = example["main"](SMALL_MULTILABEL + ["--out", str(tmp_path)])
+  lines = MULTILABEL_LINE.findall(capsys.readouterr().out)
+  assert {loss for loss, _, _ in lines} == LOSS_NAMES and len(lines) == 2
+  for loss, lrap, hamming in lines:
+    # Random scores give an LRAP near 0.4 here.
+    assert 0.6 < float(lrap) <= 1.0, loss
+    assert 0.0 <= float(hamming) < 0.5, loss
+    assert float(lrap) == pytest.approx(results[loss]["lrap"], abs=1e-4)
+  assert_png(tmp_path / example["PLOT_NAME"])
+
+
+def test_multilabel_example_is_deterministic(load_example, tmp_path):
+  main = load_example("digits_multilabel_nnx")["main"]
+  args = SMALL_MULTILABEL + ["--seed", "1", "--out", str(tmp_path)]
+  assert main(args) == main(args)
