@@ -292,3 +292,14 @@ def multilabel_arguments(description: str, argv=None) -> argparse.Namespace:
                       help="directory for the PNG of the training curves "
                       "(default: examples/output)")
   return parser.parse_args(argv)
+
+
+def report_multilabel(results: Mapping[str, Mapping[str, float]],
+                      histories: Mapping[str, Mapping[str, Sequence[float]]],
+                      plot_path: pathlib.Path, title: str) -> None:
+  """Prints each loss's final test metrics and saves the training curves."""
+  for name, result in results.items():
+    print(f"{name}: LRAP {result['lrap']:.4f}, hamming loss {result['hamming']:.4f}")
+  plot = save_curves(plot_path, histories,
+                     [("train_loss", "training loss"), ("test_lrap", "test LRAP")], title)
+  print(f"training curves: {plot}")

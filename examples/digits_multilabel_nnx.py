@@ -108,13 +108,8 @@ def main(argv=None) -> dict[str, dict[str, float]]:
     results[name], histories[name] = train_one(name, loss_fn, train_target, train, test,
                                                args)
 
-  for name, result in results.items():
-    print(f"{name}: LRAP {result['lrap']:.4f}, hamming loss {result['hamming']:.4f}")
-  plot = digits_data.save_curves(
-      args.out / PLOT_NAME, histories,
-      [("train_loss", "training loss"), ("test_lrap", "test LRAP")],
-      "Multi-label digits (Flax NNX)")
-  print(f"training curves: {plot}")
+  digits_data.report_multilabel(results, histories, args.out / PLOT_NAME,
+                                "Multi-label digits (Flax NNX)")
   return results
 
 
