@@ -33,15 +33,6 @@ def _valid_rows(target, num_classes):
   return (target >= 0) & (target < num_classes)
 
 
-def _forward(x, target, margin, row_weight, p):
-  _, active, powered, _ = _active_terms(x, target, margin, p)
-  # torch multiplies by weight[y] per term before summing; keeping that order
-  # also keeps a NaN or inf weight out of rows that have no active term.
-  terms = jnp.where(active, powered * row_weight[:, None], 0)
-  per_sample = jnp.sum(terms, axis=1) / x.shape[1]
-  return jnp.where(_valid_rows(target, x.shape[1]), per_sample, jnp.nan)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def multi_margin_per_sample(x, target, margin, row_weight, p):
   r"""Per-sample multi-class margin loss of torch's ``multi_margin_loss``.
@@ -64,7 +55,8 @@ def multi_margin_per_sample(x, target, margin, row_weight, p):
   Returns:
     Per-sample losses of shape ``(N,)``.
   """
-  return _forward(x, target, margin, row_weight, p)
+  # One formula for the value, differentiated or not: the same rounding in both.
+  return _fwd(x, target, margin, row_weight, p)[0]
 
 
 def _fwd(x, target, margin, row_weight, p):
