@@ -58,7 +58,7 @@ class LabelLists:
     slot_valid: ``(N, C)`` bool, slot ``k`` of row ``n`` holds a label (it lies
       before the first negative entry).
     slot_index: ``(N, C)`` label index of each valid slot, ``C`` elsewhere (an
-      index that scatters drop and compares never match).
+      index that compares never match).
     row_valid: ``(N,)`` bool, every target value of the row lies in [-1, C-1].
     longest: scalar, the longest label list in the batch.
   """
@@ -90,16 +90,19 @@ def _hinge_by_slots(x, labels, margin, with_counts):
   num_rows, num_classes = x.shape
   classes = jnp.arange(num_classes)
   safe_index = jnp.minimum(labels.slot_index, num_classes - 1)
-  # A NaN score makes every z of its slot NaN, hence inactive: empty slots need
-  # no mask of their own (and a NaN label score is dropped, as in torch).
+  # Empty slots get a finite stand-in score and are masked below: a NaN there
+  # would do the same but set off jax_debug_nans and checkify's NaN checks.
   label_scores = jnp.where(labels.slot_valid,
-                           jnp.take_along_axis(x, safe_index, axis=1), jnp.nan)
+                           jnp.take_along_axis(x, safe_index, axis=1), 0)
 
   rows = jnp.arange(num_rows)[:, None]
 
   def add_label(slot, is_label):
     # Alone in its loop, this scatter updates in place (N entries per slot).
-    return is_label.at[rows, labels.slot(labels.slot_index, slot)].set(True, mode="drop")
+    # An OR at an in-bounds index, not a dropped write at index C, so that
+    # checkify's index checks stay quiet.
+    return is_label.at[rows, labels.slot(safe_index, slot)].max(
+        labels.slot(labels.slot_valid, slot))
 
   is_label = lax.fori_loop(0, labels.longest, add_label,
                            jnp.zeros((num_rows, num_classes), bool))
@@ -108,9 +111,10 @@ def _hinge_by_slots(x, labels, margin, with_counts):
   def body(slot, carry):
     sums, counts = carry
     # torch evaluates (margin - x[label]) + x[d]; the same order gives the same
-    # z, so ties are ties here too. ``z > 0`` is false for NaN.
+    # z, so ties are ties here too. ``z > 0`` is false for NaN, so a NaN label
+    # score drops its terms, as in torch.
     z = (margin - labels.slot(label_scores, slot)) + x
-    active = (z > 0) & negative
+    active = (z > 0) & negative & labels.slot(labels.slot_valid, slot)
     if not with_counts:
       (slot_sum,) = row_sums(jnp.where(active, z, 0))
       return sums + slot_sum, counts
@@ -130,8 +134,9 @@ def _hinge_by_sorting(x, labels, margin, with_counts):
   """Per-row hinge sums and (optionally) net counts from sorted scores."""
   num_rows, num_classes = x.shape
   rows = jnp.arange(num_rows)[:, None]
-  is_label = jnp.zeros((num_rows, num_classes), bool).at[rows, labels.slot_index].set(
-      True, mode="drop")
+  safe_index = jnp.minimum(labels.slot_index, num_classes - 1)
+  is_label = jnp.zeros((num_rows, num_classes), bool).at[rows, safe_index].max(
+      labels.slot_valid)
   counted = ~is_label & ~jnp.isnan(x)
   # Labels and NaN scores never enter a term: -inf is never above a threshold.
   ascending = jnp.sort(jnp.where(counted, x, -jnp.inf), axis=1)
@@ -139,7 +144,6 @@ def _hinge_by_sorting(x, labels, margin, with_counts):
   suffix = jnp.cumsum(ascending[:, ::-1], axis=1)[:, ::-1]
   suffix = jnp.concatenate([suffix, jnp.zeros((num_rows, 1), x.dtype)], axis=1)
 
-  safe_index = jnp.minimum(labels.slot_index, num_classes - 1)
   offset = margin - jnp.take_along_axis(x, safe_index, axis=1)   # (N, S)
   usable = labels.slot_valid & ~jnp.isnan(offset)
   # Term (j, d) is active iff x[d] > threshold_j; unusable slots never are.
@@ -157,8 +161,8 @@ def _hinge_by_sorting(x, labels, margin, with_counts):
   below = jax.vmap(functools.partial(jnp.searchsorted, side="left"))(
       ascending_thresholds, x)
   counts = jnp.where(counted, below, 0).astype(jnp.int32)
-  counts = counts.at[rows, labels.slot_index].add(
-      -slot_counts.astype(jnp.int32), mode="drop")
+  # Unusable slots (empty ones included) have a count of 0.
+  counts = counts.at[rows, safe_index].add(-slot_counts.astype(jnp.int32))
   return sums, counts
 
 
@@ -178,7 +182,7 @@ def _per_sample(sums, labels, num_classes):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def multilabel_margin_per_sample(x, target, margin, method="auto"):
+def _multilabel_margin_vjp(x, target, margin, method="auto"):
   r"""Per-sample multi-label margin loss of torch's ``multilabel_margin_loss``.
 
   .. math::
@@ -226,4 +230,9 @@ def _bwd(method, residuals, cotangent):
   return grad_x.astype(cotangent.dtype), None, grad_margin.astype(margin.dtype)
 
 
-multilabel_margin_per_sample.defvjp(_fwd, _bwd)
+_multilabel_margin_vjp.defvjp(_fwd, _bwd)
+
+# Jitted so that eager callers (the Optax-style API) reuse one compiled
+# kernel: run op by op, the loops and the cond would be traced and compiled
+# anew on every call, their bodies being fresh closures.
+multilabel_margin_per_sample = jax.jit(_multilabel_margin_vjp, static_argnames=("method",))

@@ -53,9 +53,10 @@ def padded_to_multi_hot(
   # A row's list ends at its first entry outside [0, C-1]: the padding, or,
   # under jit, an invalid value.
   listed = jnp.cumprod((rows >= 0) & (rows < num_classes), axis=1).astype(bool)
-  index = jnp.where(listed, rows, num_classes)
-  hot = jnp.zeros(rows.shape, dtype).at[jnp.arange(rows.shape[0])[:, None], index].set(
-      1, mode="drop")
+  # An OR at in-bounds indices (no dropped writes for checkify to flag).
+  index = jnp.clip(rows, 0, num_classes - 1)
+  hot = jnp.zeros(rows.shape, bool).at[jnp.arange(rows.shape[0])[:, None], index].max(
+      listed).astype(dtype)
   return hot.reshape(target.shape)
 
 
@@ -83,9 +84,11 @@ def multi_hot_to_padded(labels: jax.typing.ArrayLike) -> jax.Array:
   hot = _as_rows(labels) != 0
   num_rows, num_classes = hot.shape
   # Label c goes to slot (number of labels before it); the rest stays -1.
+  # Non-labels write to an extra last column that is then cut off, so every
+  # index is in bounds (checkify's index checks stay quiet).
   slot = jnp.cumsum(hot, axis=1, dtype=jnp.int32) - 1
   slot = jnp.where(hot, slot, num_classes)
   classes = jnp.broadcast_to(jnp.arange(num_classes, dtype=jnp.int32), hot.shape)
-  padded = jnp.full(hot.shape, -1, jnp.int32).at[
-      jnp.arange(num_rows)[:, None], slot].set(classes, mode="drop")
-  return padded.reshape(labels.shape)
+  padded = jnp.full((num_rows, num_classes + 1), -1, jnp.int32).at[
+      jnp.arange(num_rows)[:, None], slot].set(classes)
+  return padded[:, :num_classes].reshape(labels.shape)

@@ -1,8 +1,10 @@
-"""Trace-time checks of shapes and dtypes, and eager range checks of targets.
+"""Trace-time checks of shapes and dtypes, and range checks of targets.
 
 Every error names the loss, the argument, what it got and what it expected.
 Shape and value problems raise ``ValueError``; dtype problems raise
-``TypeError``.
+``TypeError``. Target values can only be checked when they are known: traced
+targets get ``checkify.debug_check`` instead, which ``checkify.checkify``
+turns into an error and which costs nothing otherwise.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 
 _HALF_DTYPES = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
 
@@ -73,9 +76,24 @@ def check_matrix_input(fn: str, array: jax.Array) -> tuple[int, int]:
   return 1, (array.shape[0] if array.ndim == 1 else 1)
 
 
-def is_concrete(value: jax.typing.ArrayLike) -> bool:
-  """Whether the values are known now (not abstract under a transformation)."""
-  return not isinstance(value, jax.core.Tracer)
+def check_values(ok: jax.Array, message: str, **values: jax.Array) -> None:
+  """Fails a value check: ``ValueError`` when known now, else a checkify check.
+
+  ``ok`` is computed with ``jax.numpy``, so it is a tracer exactly when some
+  transformation (``jit``, ``vmap``, ``checkify`` itself) is tracing, even if
+  the inputs were concrete. Then the check becomes a
+  :func:`jax.experimental.checkify.debug_check`, which ``checkify.checkify``
+  reports and which does nothing otherwise.
+
+  Args:
+    ok: scalar bool, whether the values are valid.
+    message: the error message, formatted with ``values``.
+    **values: scalars that the message shows.
+  """
+  if isinstance(ok, jax.core.Tracer):
+    checkify.debug_check(ok, message, **values)
+  elif not ok:
+    raise ValueError(message.format(**{k: np.asarray(a) for k, a in values.items()}))
 
 
 def check_p(fn: str, p: int) -> int:
@@ -97,19 +115,38 @@ def as_scalar_margin(fn: str, margin: jax.typing.ArrayLike) -> jax.Array:
 def check_target_range(
     fn: str, target: jax.typing.ArrayLike, low: int, high: int, name: str = "target"
 ) -> None:
-  """Raises ``ValueError`` if a concrete target has a value outside [low, high].
+  """Checks that every value of an integer ``target`` lies in ``[low, high]``.
 
-  Traced targets are skipped: their values are unknown at trace time and the
-  losses turn the rows holding them into NaN instead.
+  Raises ``ValueError`` for concrete values; under a transformation see
+  :func:`check_values` (the losses turn rows with a bad value into NaN).
   """
-  if not is_concrete(target):
+  target = jnp.asarray(target)
+  if target.size == 0:
     return
-  values = np.asarray(target)
-  if values.size == 0:
-    return
-  smallest, largest = values.min(), values.max()
-  if smallest < low or largest > high:
-    raise ValueError(
-        f"{fn}: {name} values must lie in [{low}, {high}]; got values in "
-        f"[{smallest}, {largest}]"
-    )
+  smallest, largest = jnp.min(target), jnp.max(target)
+  # Compare in the target's own dtype only with bounds it can hold: a bound
+  # outside its range would wrap (uint8 >= -1 is False for every value).
+  limits = jnp.iinfo(target.dtype)
+  ok = jnp.bool_(True)
+  if low > limits.min:
+    ok = ok & (smallest >= low)
+  if high < limits.max:
+    ok = ok & (largest <= high)
+  check_values(ok, f"{fn}: {name} values must lie in [{low}, {high}]; got values "
+               "in [{smallest}, {largest}]", smallest=smallest, largest=largest)
+
+
+def check_multi_hot(fn: str, labels: jax.Array, name: str = "labels") -> jax.Array:
+  """Checks that ``labels`` holds only 0 and 1; returns the per-element test.
+
+  Raises ``ValueError`` for concrete values; under a transformation see
+  :func:`check_values` (the caller turns failing rows into NaN).
+  """
+  is_binary = (labels == 0) | (labels == 1)
+  if labels.size:
+    first_bad = labels.reshape(-1)[jnp.argmin(is_binary.reshape(-1))]
+    check_values(jnp.all(is_binary),
+                 f"{fn}: {name} values must be 0 or 1 (multi-hot); got {{value}} (a "
+                 "padded torch target goes to jaxmargin.multilabel_margin_loss, or "
+                 "convert it with padded_to_multi_hot)", value=first_bad)
+  return is_binary

@@ -99,8 +99,8 @@ def multiclass_margin_loss(
   Args:
     scores: floating array of shape ``(..., C)`` (class axis ``axis``).
     labels: integer class indices with the batch shape ``(...)``. An index
-      outside ``[0, C-1]`` gives NaN for its example (and raises
-      ``ValueError`` with concrete arrays).
+      outside ``[0, C-1]`` raises ``ValueError`` when concrete, fails a
+      ``checkify`` check when traced, and otherwise makes its example NaN.
     p: 1 or 2.
     margin: the margin (a number or a scalar array; differentiable).
     class_weights: optional ``(C,)`` weights; the label's weight multiplies its
@@ -136,12 +136,13 @@ def multiclass_margin_loss(
   mask = _class_mask(fn, where, x.shape, axis)
   if mask is not None:
     mask = _class_rows(fn, "where", mask, axis)[0]
-    # Excluded classes score -inf, so no term with them is active (z = -inf),
-    # and a row whose label is excluded is all -inf, so z = NaN: no term.
-    label_included = jnp.take_along_axis(
-        mask, jnp.clip(y, 0, num_classes - 1)[:, None], axis=1)
+    # Excluded classes score -inf, so no term with them is active (z = -inf).
+    # A row whose label is excluded scores 0 at the label and -inf elsewhere:
+    # no term is active, and no inf - inf makes a NaN for checkify to flag.
+    is_label = jnp.arange(num_classes) == jnp.clip(y, 0, num_classes - 1)[:, None]
+    label_included = jnp.any(mask & is_label, axis=1, keepdims=True)
     mask = mask & label_included
-    work = jnp.where(mask, work, -jnp.inf)
+    work = jnp.where(mask, work, jnp.where(is_label, 0, -jnp.inf))
   if class_weights is None:
     row_weight = jnp.ones(y.shape, dtype)
   else:
@@ -178,9 +179,11 @@ def multilabel_margin_loss(
 
   Args:
     scores: floating array of shape ``(..., C)`` (class axis ``axis``).
-    labels: multi-hot array of the same shape with values in {0, 1} (checked
-      when concrete); nonzero marks a positive class. Not torch's padded
-      index format: convert that with :func:`padded_to_multi_hot`.
+    labels: multi-hot array of the same shape with values in {0, 1}; 1 marks
+      a positive class. Other values raise ``ValueError`` when concrete, fail
+      a ``checkify`` check when traced, and otherwise make their example NaN.
+      Not torch's padded index format: convert that with
+      :func:`padded_to_multi_hot`.
     margin: the margin (a number or a scalar array).
     axis: the class axis.
     where: optional bool mask of the scores' shape (or the batch shape) of the
@@ -206,8 +209,8 @@ def multilabel_margin_loss(
     raise ValueError(f"{fn}: labels shape {labels.shape} does not match scores shape "
                      f"{x.shape}; expected {x.shape} (multi-hot)")
   # A padded torch target (with -1) passed here by mistake must not pass as
-  # multi-hot; with concrete labels that is caught now.
-  v.check_target_range(fn, labels, 0, 1, name="labels")
+  # multi-hot: an error when concrete or checkified, else NaN for its rows.
+  is_binary = _class_rows(fn, "labels", v.check_multi_hot(fn, labels), axis)[0]
   positive = _class_rows(fn, "labels", labels, axis)[0] != 0
   dtype = v.compute_dtype(x.dtype)
   work = rows.astype(dtype)
@@ -220,6 +223,8 @@ def multilabel_margin_loss(
   m = v.as_scalar_margin(fn, margin)
   per_sample = multilabel_margin_per_sample(work, multi_hot_to_padded(positive),
                                             m.astype(dtype))
+  # A product, not a select, so the gradient of such a row is NaN as well.
+  per_sample = per_sample * jnp.where(jnp.all(is_binary, axis=1), 1, jnp.nan).astype(dtype)
   return _finish(_over_included(per_sample, mask, num_classes), batch_shape, x.dtype)
 
 

@@ -1,4 +1,4 @@
-"""Gradients: torch's strict kink, NaN handling, higher order, and transformations."""
+"""Gradients: torch's strict kink, NaN handling, higher order (transformations: test_transformations.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from jax.test_util import check_grads
 
 import jaxmargin
-from jaxmargin import functional
 
 
 def test_exact_tie_has_zero_gradient_in_both_hinge_losses():
@@ -143,60 +142,3 @@ def test_soft_margin_forward_mode_jvp_jacfwd_and_hessian_match_torch():
   ref = torch.autograd.functional.hessian(
       lambda xt: _torch_soft_margin(xt, torch.tensor(t), torch.tensor(w)), torch.tensor(x))
   np.testing.assert_allclose(ours, ref.numpy(), rtol=1e-10, atol=1e-14)
-
-
-@pytest.mark.parametrize("name", ["multi_margin_loss", "multilabel_margin_loss"])
-def test_forward_mode_on_the_hinge_losses_raises_jaxs_clear_error(name):
-  # torch has no forward-mode AD for these either.
-  x = jnp.ones((2, 3))
-  target = jnp.array([0, 1]) if name == "multi_margin_loss" else jnp.array([[0, -1, 0]] * 2)
-  with pytest.raises(TypeError, match="forward-mode"):
-    jax.jvp(lambda x: getattr(jaxmargin, name)(x, target), (x,), (x,))
-
-
-def _problem(name, rng, num_rows, num_classes):
-  x = rng.normal(size=(num_rows, num_classes))
-  if name == "multi_margin_loss":
-    return x, rng.integers(0, num_classes, num_rows)
-  if name == "multilabel_margin_loss":
-    target = rng.integers(-1, num_classes, (num_rows, num_classes))
-    return x, target
-  return x, rng.random((num_rows, num_classes))
-
-
-@pytest.mark.parametrize("name", functional.__all__)
-def test_vmap_over_batches_equals_a_loop_in_value_and_gradient(name):
-  rng = np.random.default_rng(6)
-  problems = [_problem(name, rng, 3, 5) for _ in range(4)]
-  xs = jnp.asarray(np.stack([p[0] for p in problems]))
-  targets = jnp.asarray(np.stack([p[1] for p in problems]))
-  fn = jax.value_and_grad(getattr(jaxmargin, name))
-  values, grads = jax.jit(jax.vmap(fn))(xs, targets)
-  for i, (x, target) in enumerate(problems):
-    value, grad = fn(x, target)
-    np.testing.assert_allclose(values[i], value, rtol=1e-12)
-    np.testing.assert_allclose(grads[i], grad, rtol=1e-12, atol=1e-15)
-
-
-@pytest.mark.parametrize("name", functional.__all__)
-def test_repeated_calls_with_the_same_shapes_trace_once(name):
-  rng = np.random.default_rng(7)
-  traces = []
-
-  def step(x, target):
-    traces.append(None)
-    return jax.value_and_grad(getattr(jaxmargin, name))(x, target)
-
-  step = jax.jit(step)
-  for _ in range(3):
-    jax.block_until_ready(step(*(jnp.asarray(a) for a in _problem(name, rng, 3, 5))))
-  assert len(traces) == 1
-  # The eager path runs one cached kernel: new data, no new compilation.
-  kernel = {"multi_margin_loss": functional._multi_margin_kernel,
-            "multilabel_margin_loss": functional._multilabel_margin_kernel,
-            "multilabel_soft_margin_loss": functional._multilabel_soft_margin_kernel}[name]
-  getattr(jaxmargin, name)(*_problem(name, rng, 9, 11))
-  size = kernel._cache_size()
-  for _ in range(3):
-    getattr(jaxmargin, name)(*_problem(name, rng, 9, 11))
-  assert kernel._cache_size() == size

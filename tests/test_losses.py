@@ -252,7 +252,7 @@ def test_hyperparameters_are_keyword_only():
     (lambda: losses.multilabel_margin_loss(jnp.ones((2, 3)), jnp.ones((2, 4))),
      ValueError, "labels shape (2, 4)"),
     (lambda: losses.multilabel_margin_loss(jnp.ones((1, 4)), jnp.array([[0, 3, -1, -1]])),
-     ValueError, "labels values must lie in [0, 1]"),
+     ValueError, "labels values must be 0 or 1 (multi-hot); got 3"),
     (lambda: losses.multilabel_margin_loss(jnp.ones((2, 3), jnp.int32), jnp.ones((2, 3))),
      TypeError, "scores dtype int32"),
     (lambda: losses.multilabel_soft_margin_loss(jnp.ones((2, 3)), jnp.ones((2, 3)),

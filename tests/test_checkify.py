@@ -1,0 +1,150 @@
+"""Out-of-range targets inside jitted code: a checkify error when asked, else NaN.
+
+Eager calls with concrete arrays raise ``ValueError`` (test_validation.py).
+Under a transformation the values are unknown at trace time, so each API
+emits ``checkify.debug_check``: ``checkify.checkify`` with its default user
+checks reports it, and without checkify the example's loss is NaN.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import checkify
+
+import jaxmargin
+from jaxmargin import losses
+
+X = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)))
+
+# (name, loss with per-example output, valid target, target with row 1 invalid, message)
+CASES = [
+    ("torch multilabel_margin_loss",
+     lambda x, t: jaxmargin.multilabel_margin_loss(x, t, reduction="none"),
+     jnp.array([[3, 0, -1, 1], [1, -1, 0, 0], [2, 3, 0, -1]]),
+     jnp.array([[3, 0, -1, 1], [1, -1, 4, 0], [2, 3, 0, -1]]),
+     r"multilabel_margin_loss: target values must lie in \[-1, 3\]; got values in \[-1, 4\]"),
+    ("torch multi_margin_loss",
+     lambda x, t: jaxmargin.multi_margin_loss(x, t, reduction="none"),
+     jnp.array([3, 0, 2]), jnp.array([3, -1, 2]),
+     r"multi_margin_loss: target values must lie in \[0, 3\]; got values in \[-1, 3\]"),
+    ("torch multi_margin_loss uint8",
+     lambda x, t: jaxmargin.multi_margin_loss(x, t, reduction="none"),
+     jnp.array([3, 0, 2], jnp.uint8), jnp.array([3, 255, 2], jnp.uint8),
+     r"target values must lie in \[0, 3\]; got values in \[2, 255\]"),
+    ("optax multiclass_margin_loss",
+     lambda x, t: losses.multiclass_margin_loss(x, t),
+     jnp.array([3, 0, 2]), jnp.array([3, 9, 2]),
+     r"multiclass_margin_loss: labels values must lie in \[0, 3\]; got values in \[2, 9\]"),
+    ("optax multilabel_margin_loss",
+     lambda x, t: losses.multilabel_margin_loss(x, t),
+     jnp.array([[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 1, 0]]),
+     jnp.array([[1, 0, 0, 1], [0, -1, 0, 0], [1, 1, 1, 0]]),
+     r"multilabel_margin_loss: labels values must be 0 or 1 \(multi-hot\); got -1"),
+]
+IDS = [c[0] for c in CASES]
+# Their core loops over label slots, up to the batch's longest label list.
+BATCHED_LOOP = ["torch multilabel_margin_loss", "optax multilabel_margin_loss"]
+
+
+def mean_loss(fn):
+  return lambda x, t: jnp.mean(fn(x, t))
+
+
+@pytest.mark.parametrize("name, fn, good, bad, message", CASES, ids=IDS)
+def test_plain_checkify_of_jitted_code_reports_the_bad_target(name, fn, good, bad, message):
+  train_step = jax.jit(jax.value_and_grad(mean_loss(fn)))
+  err, _ = checkify.checkify(train_step)(X, bad)
+  with pytest.raises(checkify.JaxRuntimeError, match=message):
+    err.throw()
+  err, (value, grad) = checkify.checkify(train_step)(X, good)
+  assert err.get() is None
+  np.testing.assert_allclose(value, jnp.mean(fn(X, good)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name, fn, good, bad, message", CASES, ids=IDS)
+def test_jit_of_checkify_and_batched_checks_report_it_too(name, fn, good, bad, message):
+  err, _ = jax.jit(checkify.checkify(fn))(X, bad)
+  with pytest.raises(checkify.JaxRuntimeError, match=message):
+    err.throw()
+  if name not in BATCHED_LOOP:
+    # vmap of checkify over targets: one error per batch element.
+    errs, _ = jax.vmap(checkify.checkify(fn), in_axes=(None, 0))(X, jnp.stack([good, bad]))
+    assert errs.get() is not None and "at mapped index 1" in errs.get()
+  # checkify of vmap over the scores (a batch of models, one target).
+  err, _ = checkify.checkify(jax.vmap(fn, in_axes=(0, None)))(jnp.stack([X, -X]), bad)
+  with pytest.raises(checkify.JaxRuntimeError, match=message):
+    err.throw()
+  # The check is for the user to turn on: checkify's other error sets leave it
+  # out, and valid input generates no NaN, inf or division error inside.
+  err, _ = checkify.checkify(jax.jit(fn), errors=checkify.index_checks)(X, bad)
+  assert err.get() is None
+  for f in (fn, jax.grad(mean_loss(fn))):
+    err, _ = checkify.checkify(jax.jit(f), errors=checkify.float_checks)(X, good)
+    assert err.get() is None
+
+
+@pytest.mark.parametrize("name, fn, good, bad, message",
+                         [c for c in CASES if c[0] in BATCHED_LOOP], ids=BATCHED_LOOP)
+def test_checkify_with_vmap_over_multilabel_targets_is_a_jax_limitation(
+    name, fn, good, bad, message):
+  # A batch of label lists gives the slot loop a batched trip count. checkify
+  # refuses checkify-of-vmap of such a loop, and vmap-of-checkify of it fails
+  # inside JAX 0.10 (any fori_loop with a batched bound does). Checks over a
+  # batch of scores (above), or under jit without vmap, work.
+  targets = jnp.stack([good, bad])
+  with pytest.raises(ValueError, match="checkify-of-vmap-of-while"):
+    checkify.checkify(jax.vmap(fn, in_axes=(None, 0)))(X, targets)
+  with pytest.raises(ValueError):
+    jax.vmap(checkify.checkify(fn), in_axes=(None, 0))(X, targets)
+
+
+@pytest.mark.parametrize("name, fn, good, bad, message", CASES, ids=IDS)
+def test_without_checkify_the_bad_row_is_nan_in_value_and_gradient(name, fn, good, bad, message):
+  values = jax.jit(fn)(X, bad)
+  expected = fn(X, good)
+  assert np.isnan(values[1])
+  np.testing.assert_allclose(np.delete(values, 1), np.delete(expected, 1), rtol=1e-12)
+  grad = jax.jit(jax.grad(mean_loss(fn)))(X, bad)
+  assert np.all(np.isnan(grad[1])) and np.all(np.isfinite(np.delete(grad, 1, axis=0)))
+
+
+@pytest.mark.parametrize("name, fn, good, bad, message", CASES, ids=IDS)
+def test_eager_calls_with_concrete_arrays_still_raise_value_error(name, fn, good, bad, message):
+  with pytest.raises(ValueError, match=message):
+    fn(X, bad)
+
+
+def test_padded_to_multi_hot_reports_bad_targets_through_checkify():
+  bad = jnp.array([[0, 9, -1, -1]])
+  err, _ = checkify.checkify(jax.jit(losses.padded_to_multi_hot))(bad)
+  with pytest.raises(checkify.JaxRuntimeError,
+                     match=r"padded_to_multi_hot: target values must lie in \[-1, 3\]"):
+    err.throw()
+
+
+def test_flax_module_reports_bad_targets_through_checkify():
+  from jaxmargin import nnx as jm_nnx
+  loss_fn = jm_nnx.MultiMarginLoss()
+  err, _ = checkify.checkify(jax.jit(lambda x, t: loss_fn(x, t)))(X, jnp.array([3, 4, 0]))
+  with pytest.raises(checkify.JaxRuntimeError, match="multi_margin_loss: target values"):
+    err.throw()
+
+
+@pytest.mark.parametrize("method", ["slots", "sort"])
+def test_valid_input_passes_every_checkify_check_in_both_multilabel_methods(method):
+  # No NaN made from finite values, no division by zero, no out-of-bounds
+  # index (the cores scatter only in bounds): all_checks stays quiet, so users
+  # can checkify their whole train step.
+  from jaxmargin._multilabel_margin import multilabel_margin_per_sample
+  target = jnp.array([[3, 0, -1, 1], [1, -1, 0, 0], [2, 3, 0, 1]])
+
+  def loss(x):
+    return jnp.mean(multilabel_margin_per_sample(x, target, jnp.float64(1), method))
+
+  for f in (loss, jax.grad(loss), lambda x: losses.multi_hot_to_padded(x > 0),
+            lambda x: losses.padded_to_multi_hot(target)):
+    err, _ = checkify.checkify(jax.jit(f), errors=checkify.all_checks)(X)
+    assert err.get() is None
