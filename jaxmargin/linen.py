@@ -28,7 +28,28 @@ __all__ = ["MultiLabelMarginLoss", "MultiMarginLoss", "MultiLabelSoftMarginLoss"
 
 
 class MultiLabelMarginLoss(nn.Module):
-  """``torch.nn.MultiLabelMarginLoss``: see :func:`jaxmargin.multilabel_margin_loss`."""
+  r"""``torch.nn.MultiLabelMarginLoss``: see :func:`jaxmargin.multilabel_margin_loss`.
+
+  Per sample, with the label list :math:`L` (the target row before its first
+  ``-1``) and :math:`C` classes,
+
+  .. math::
+    \ell(x, L) = \frac{1}{C} \sum_{j \in L} \sum_{d \notin L}
+                 \max(0,\ 1 - x_j + x_d).
+
+  Attributes:
+    size_average: deprecated (torch's legacy argument; warns).
+    reduce: deprecated (torch's legacy argument; warns).
+    reduction: ``'none'``, ``'mean'`` or ``'sum'``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmargin import linen as jm_linen
+    >>> loss_fn = jm_linen.MultiLabelMarginLoss(reduction="sum")
+    >>> x, y = jnp.array([[0.1, 0.2, 0.4, 0.8]]), jnp.array([[3, 0, -1, 1]])
+    >>> print(f"{loss_fn.apply({}, x, y):.4f}")
+    0.8500
+  """
 
   size_average: bool | None = None
   reduce: bool | None = None
@@ -36,13 +57,45 @@ class MultiLabelMarginLoss(nn.Module):
 
   def __call__(self, input: jax.typing.ArrayLike,
                target: jax.typing.ArrayLike) -> jax.Array:
+    """The loss of scores ``input`` against a ``-1``-padded ``target``.
+
+    Args:
+      input: scores of shape ``(C,)`` or ``(N, C)``.
+      target: integer label indices padded with ``-1``, shaped as ``input``.
+
+    Returns:
+      A scalar, or the ``(N,)`` per-sample losses for ``reduction='none'``.
+    """
     return functional.multilabel_margin_loss(
         input, target,
         reduction=module_reduction(self.size_average, self.reduce, self.reduction))
 
 
 class MultiMarginLoss(nn.Module):
-  """``torch.nn.MultiMarginLoss``: see :func:`jaxmargin.multi_margin_loss`."""
+  r"""``torch.nn.MultiMarginLoss``: see :func:`jaxmargin.multi_margin_loss`.
+
+  Per sample, with target class :math:`y` and :math:`C` classes,
+
+  .. math::
+    \ell(x, y) = \frac{1}{C} \sum_{d \ne y}
+                 w_y \max(0,\ \mathrm{margin} - x_y + x_d)^p .
+
+  Attributes:
+    p: 1 or 2.
+    margin: the margin.
+    weight: optional ``(C,)`` class weights (a constant field, not a variable).
+    size_average: deprecated (torch's legacy argument; warns).
+    reduce: deprecated (torch's legacy argument; warns).
+    reduction: ``'none'``, ``'mean'`` or ``'sum'``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmargin import linen as jm_linen
+    >>> loss_fn = jm_linen.MultiMarginLoss(p=1, margin=1.0)
+    >>> x, y = jnp.array([[0.1, 0.2, 0.4, 0.8]]), jnp.array([3])
+    >>> print(f"{loss_fn.apply({}, x, y):.4f}")
+    0.3250
+  """
 
   p: int = 1
   margin: float = 1.0
@@ -59,13 +112,45 @@ class MultiMarginLoss(nn.Module):
 
   def __call__(self, input: jax.typing.ArrayLike,
                target: jax.typing.ArrayLike) -> jax.Array:
+    """The loss of scores ``input`` against class indices ``target``.
+
+    Args:
+      input: scores of shape ``(C,)`` or ``(N, C)``.
+      target: integer class indices, one per sample: ``(N,)``, or ``()`` for
+        1-D input.
+
+    Returns:
+      A scalar, or the ``(N,)`` per-sample losses for ``reduction='none'``.
+    """
     return functional.multi_margin_loss(
         input, target, p=self.p, margin=self.margin, weight=self.weight,
         reduction=module_reduction(self.size_average, self.reduce, self.reduction))
 
 
 class MultiLabelSoftMarginLoss(nn.Module):
-  """``torch.nn.MultiLabelSoftMarginLoss``: see :func:`jaxmargin.multilabel_soft_margin_loss`."""
+  r"""``torch.nn.MultiLabelSoftMarginLoss``: see :func:`jaxmargin.multilabel_soft_margin_loss`.
+
+  Per sample, with multi-hot (or soft) targets :math:`t` over :math:`C` classes,
+
+  .. math::
+    \ell(x, t) = -\frac{1}{C} \sum_{c} w_c \left[ t_c \log\sigma(x_c)
+                 + (1 - t_c) \log\sigma(-x_c) \right].
+
+  Attributes:
+    weight: optional class weights broadcastable to the input (usually
+      ``(C,)``; a constant field, not a variable).
+    size_average: deprecated (torch's legacy argument; warns).
+    reduce: deprecated (torch's legacy argument; warns).
+    reduction: ``'none'``, ``'mean'`` or ``'sum'``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmargin import linen as jm_linen
+    >>> loss_fn = jm_linen.MultiLabelSoftMarginLoss()
+    >>> x, t = jnp.array([[0.1, 0.2, 0.4, 0.8]]), jnp.array([[1, 0, 0, 1]])
+    >>> print(f"{loss_fn.apply({}, x, t):.4f}")
+    0.6817
+  """
 
   weight: jax.typing.ArrayLike | None = None
   size_average: bool | None = None
@@ -74,6 +159,16 @@ class MultiLabelSoftMarginLoss(nn.Module):
 
   def __call__(self, input: jax.typing.ArrayLike,
                target: jax.typing.ArrayLike) -> jax.Array:
+    """The loss of logits ``input`` against multi-hot (or soft) ``target``.
+
+    Args:
+      input: logits of shape ``(..., C)``.
+      target: labels broadcastable to ``input``.
+
+    Returns:
+      A scalar, or the per-sample losses (shape ``input.shape[:-1]``) for
+      ``reduction='none'``.
+    """
     return functional.multilabel_soft_margin_loss(
         input, target, weight=self.weight,
         reduction=module_reduction(self.size_average, self.reduce, self.reduction))

@@ -29,7 +29,18 @@ __all__ = ["LossWeight", "MultiLabelMarginLoss", "MultiMarginLoss",
 
 
 class LossWeight(nnx.Variable):
-  """Constant per-class weights of a loss: module state, not a trainable ``Param``."""
+  """Constant per-class weights of a loss: module state, not a trainable ``Param``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from jaxmargin import nnx as jm_nnx
+    >>> loss_fn = jm_nnx.MultiMarginLoss(weight=jnp.array([1.0, 2.0, 1.0]))
+    >>> print(type(loss_fn.weight).__name__, loss_fn.weight[...])
+    LossWeight [1. 2. 1.]
+    >>> print(len(nnx.state(loss_fn, nnx.Param)))  # nothing for an optimizer
+    0
+  """
 
 
 def _weight_value(variable):
@@ -37,12 +48,27 @@ def _weight_value(variable):
 
 
 class MultiLabelMarginLoss(nnx.Module):
-  """``torch.nn.MultiLabelMarginLoss``: see :func:`jaxmargin.multilabel_margin_loss`.
+  r"""``torch.nn.MultiLabelMarginLoss``: see :func:`jaxmargin.multilabel_margin_loss`.
+
+  Per sample, with the label list :math:`L` (the target row before its first
+  ``-1``) and :math:`C` classes,
+
+  .. math::
+    \ell(x, L) = \frac{1}{C} \sum_{j \in L} \sum_{d \notin L}
+                 \max(0,\ 1 - x_j + x_d).
 
   Args:
     size_average: deprecated (torch's legacy argument; warns).
     reduce: deprecated (torch's legacy argument; warns).
     reduction: ``'none'``, ``'mean'`` or ``'sum'``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmargin import nnx as jm_nnx
+    >>> loss_fn = jm_nnx.MultiLabelMarginLoss()
+    >>> x, y = jnp.array([[0.1, 0.2, 0.4, 0.8]]), jnp.array([[3, 0, -1, 1]])
+    >>> print(f"{loss_fn(x, y):.4f}")
+    0.8500
   """
 
   def __init__(self, size_average: bool | None = None, reduce: bool | None = None,
@@ -51,11 +77,26 @@ class MultiLabelMarginLoss(nnx.Module):
 
   def __call__(self, input: jax.typing.ArrayLike,
                target: jax.typing.ArrayLike) -> jax.Array:
+    """The loss of scores ``input`` against a ``-1``-padded ``target``.
+
+    Args:
+      input: scores of shape ``(C,)`` or ``(N, C)``.
+      target: integer label indices padded with ``-1``, shaped as ``input``.
+
+    Returns:
+      A scalar, or the ``(N,)`` per-sample losses for ``reduction='none'``.
+    """
     return functional.multilabel_margin_loss(input, target, reduction=self.reduction)
 
 
 class MultiMarginLoss(nnx.Module):
-  """``torch.nn.MultiMarginLoss``: see :func:`jaxmargin.multi_margin_loss`.
+  r"""``torch.nn.MultiMarginLoss``: see :func:`jaxmargin.multi_margin_loss`.
+
+  Per sample, with target class :math:`y` and :math:`C` classes,
+
+  .. math::
+    \ell(x, y) = \frac{1}{C} \sum_{d \ne y}
+                 w_y \max(0,\ \mathrm{margin} - x_y + x_d)^p .
 
   Args:
     p: 1 or 2.
@@ -64,6 +105,14 @@ class MultiMarginLoss(nnx.Module):
     size_average: deprecated (torch's legacy argument; warns).
     reduce: deprecated (torch's legacy argument; warns).
     reduction: ``'none'``, ``'mean'`` or ``'sum'``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmargin import nnx as jm_nnx
+    >>> loss_fn = jm_nnx.MultiMarginLoss(reduction="none")
+    >>> x = jnp.array([[0.1, 0.2, 0.4, 0.8], [0.9, 0.2, 0.1, 0.0]])
+    >>> print([round(float(v), 4) for v in loss_fn(x, jnp.array([3, 0]))])
+    [0.325, 0.15]
   """
 
   def __init__(self, p: int = 1, margin: float = 1.0,
@@ -78,13 +127,29 @@ class MultiMarginLoss(nnx.Module):
 
   def __call__(self, input: jax.typing.ArrayLike,
                target: jax.typing.ArrayLike) -> jax.Array:
+    """The loss of scores ``input`` against class indices ``target``.
+
+    Args:
+      input: scores of shape ``(C,)`` or ``(N, C)``.
+      target: integer class indices, one per sample: ``(N,)``, or ``()`` for
+        1-D input.
+
+    Returns:
+      A scalar, or the ``(N,)`` per-sample losses for ``reduction='none'``.
+    """
     return functional.multi_margin_loss(input, target, p=self.p, margin=self.margin,
                                         weight=_weight_value(self.weight),
                                         reduction=self.reduction)
 
 
 class MultiLabelSoftMarginLoss(nnx.Module):
-  """``torch.nn.MultiLabelSoftMarginLoss``: see :func:`jaxmargin.multilabel_soft_margin_loss`.
+  r"""``torch.nn.MultiLabelSoftMarginLoss``: see :func:`jaxmargin.multilabel_soft_margin_loss`.
+
+  Per sample, with multi-hot (or soft) targets :math:`t` over :math:`C` classes,
+
+  .. math::
+    \ell(x, t) = -\frac{1}{C} \sum_{c} w_c \left[ t_c \log\sigma(x_c)
+                 + (1 - t_c) \log\sigma(-x_c) \right].
 
   Args:
     weight: optional class weights broadcastable to the input (usually
@@ -92,6 +157,14 @@ class MultiLabelSoftMarginLoss(nnx.Module):
     size_average: deprecated (torch's legacy argument; warns).
     reduce: deprecated (torch's legacy argument; warns).
     reduction: ``'none'``, ``'mean'`` or ``'sum'``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmargin import nnx as jm_nnx
+    >>> loss_fn = jm_nnx.MultiLabelSoftMarginLoss()
+    >>> x, t = jnp.array([[0.1, 0.2, 0.4, 0.8]]), jnp.array([[1, 0, 0, 1]])
+    >>> print(f"{loss_fn(x, t):.4f}")
+    0.6817
   """
 
   def __init__(self, weight: jax.typing.ArrayLike | None = None,
@@ -102,5 +175,15 @@ class MultiLabelSoftMarginLoss(nnx.Module):
 
   def __call__(self, input: jax.typing.ArrayLike,
                target: jax.typing.ArrayLike) -> jax.Array:
+    """The loss of logits ``input`` against multi-hot (or soft) ``target``.
+
+    Args:
+      input: logits of shape ``(..., C)``.
+      target: labels broadcastable to ``input``.
+
+    Returns:
+      A scalar, or the per-sample losses (shape ``input.shape[:-1]``) for
+      ``reduction='none'``.
+    """
     return functional.multilabel_soft_margin_loss(
         input, target, weight=_weight_value(self.weight), reduction=self.reduction)
