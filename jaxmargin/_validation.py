@@ -136,13 +136,18 @@ def check_target_range(
                "in [{smallest}, {largest}]", smallest=smallest, largest=largest)
 
 
+def is_multi_hot(labels: jax.Array) -> jax.Array:
+  """Per element, whether a multi-hot label is 0 or 1."""
+  return (labels == 0) | (labels == 1)
+
+
 def check_multi_hot(fn: str, labels: jax.Array, name: str = "labels") -> jax.Array:
   """Checks that ``labels`` holds only 0 and 1; returns the per-element test.
 
   Raises ``ValueError`` for concrete values; under a transformation see
   :func:`check_values` (the caller turns failing rows into NaN).
   """
-  is_binary = (labels == 0) | (labels == 1)
+  is_binary = is_multi_hot(labels)
   if labels.size:
     first_bad = labels.reshape(-1)[jnp.argmin(is_binary.reshape(-1))]
     check_values(jnp.all(is_binary),

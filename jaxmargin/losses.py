@@ -7,7 +7,9 @@ one loss per example with no reduction (take ``jnp.mean`` yourself).
 
 They run on the same cores as :mod:`jaxmargin.functional`, so values and
 gradients are torch's: followed by ``jnp.mean`` and given converted targets,
-each equals its torch-compatible twin.
+each equals its torch-compatible twin. Each is one jitted kernel (eager calls
+compile once per shape), with label values checked outside it: ``ValueError``
+when they are concrete, a ``checkify`` check when they are traced.
 
 ``where`` selects the classes that take part: an excluded class is neither a
 label nor a competitor, and the divisor is the number of included classes, so
@@ -18,6 +20,8 @@ dimension than the scores) includes or excludes whole examples, as in optax.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -75,6 +79,43 @@ def _finish(per_sample, batch_shape, dtype):
   return per_sample.reshape(batch_shape).astype(dtype)
 
 
+@functools.partial(jax.jit, static_argnames=("p", "axis"))
+def _multiclass_margin(scores, labels, margin, class_weights, where, *, p, axis):
+  fn = "multiclass_margin_loss"
+  p = v.check_p(fn, p)
+  x = v.as_float_array(fn, "scores", scores)
+  rows, batch_shape = _class_rows(fn, "scores", x, axis)
+  num_classes = rows.shape[1]
+  y = v.as_index_array(fn, "labels", labels)
+  if y.shape != batch_shape:
+    raise ValueError(f"{fn}: labels shape {y.shape} does not match the batch shape "
+                     f"of scores {x.shape} (axis={axis}); expected {batch_shape}")
+  y = y.reshape(-1)
+  dtype = v.compute_dtype(x.dtype)
+  work = rows.astype(dtype)
+  mask = _class_mask(fn, where, x.shape, axis)
+  if mask is not None:
+    mask = _class_rows(fn, "where", mask, axis)[0]
+    # Excluded classes score -inf, so no term with them is active (z = -inf).
+    # A row whose label is excluded scores 0 at the label and -inf elsewhere:
+    # no term is active, and no inf - inf makes a NaN for checkify to flag.
+    is_label = jnp.arange(num_classes) == jnp.clip(y, 0, num_classes - 1)[:, None]
+    label_included = jnp.any(mask & is_label, axis=1, keepdims=True)
+    mask = mask & label_included
+    work = jnp.where(mask, work, jnp.where(is_label, 0, -jnp.inf))
+  if class_weights is None:
+    row_weight = jnp.ones(y.shape, dtype)
+  else:
+    w = v.as_real_array(fn, "class_weights", class_weights)
+    if w.shape != (num_classes,):
+      raise ValueError(f"{fn}: class_weights shape {w.shape} does not match the "
+                       f"{num_classes} classes of scores; expected ({num_classes},)")
+    row_weight = w.astype(dtype)[jnp.clip(y, 0, num_classes - 1)]
+  m = v.as_scalar_margin(fn, margin)
+  per_sample = multi_margin_per_sample(work, y, m.astype(dtype), row_weight, p)
+  return _finish(_over_included(per_sample, mask, num_classes), batch_shape, x.dtype)
+
+
 def multiclass_margin_loss(
     scores: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,
@@ -120,39 +161,38 @@ def multiclass_margin_loss(
     >>> print(loss.shape, [round(float(v), 4) for v in loss])
     (2,) [0.325, 0.15]
   """
-  fn = "multiclass_margin_loss"
-  p = v.check_p(fn, p)
+  loss = _multiclass_margin(scores, labels, margin, class_weights, where, p=p, axis=axis)
+  # Values are checked once the kernel has accepted shapes and dtypes.
+  v.check_target_range("multiclass_margin_loss", labels, 0, jnp.shape(scores)[axis] - 1,
+                       name="labels")
+  return loss
+
+
+@functools.partial(jax.jit, static_argnames=("axis",))
+def _multilabel_margin(scores, labels, margin, where, *, axis):
+  fn = "multilabel_margin_loss"
   x = v.as_float_array(fn, "scores", scores)
   rows, batch_shape = _class_rows(fn, "scores", x, axis)
   num_classes = rows.shape[1]
-  y = v.as_index_array(fn, "labels", labels)
-  if y.shape != batch_shape:
-    raise ValueError(f"{fn}: labels shape {y.shape} does not match the batch shape "
-                     f"of scores {x.shape} (axis={axis}); expected {batch_shape}")
-  v.check_target_range(fn, y, 0, num_classes - 1, name="labels")
-  y = y.reshape(-1)
+  labels = jnp.asarray(labels)
+  if labels.shape != x.shape:
+    raise ValueError(f"{fn}: labels shape {labels.shape} does not match scores shape "
+                     f"{x.shape}; expected {x.shape} (multi-hot)")
+  is_binary = _class_rows(fn, "labels", v.is_multi_hot(labels), axis)[0]
+  positive = _class_rows(fn, "labels", labels, axis)[0] != 0
   dtype = v.compute_dtype(x.dtype)
   work = rows.astype(dtype)
   mask = _class_mask(fn, where, x.shape, axis)
   if mask is not None:
     mask = _class_rows(fn, "where", mask, axis)[0]
-    # Excluded classes score -inf, so no term with them is active (z = -inf).
-    # A row whose label is excluded scores 0 at the label and -inf elsewhere:
-    # no term is active, and no inf - inf makes a NaN for checkify to flag.
-    is_label = jnp.arange(num_classes) == jnp.clip(y, 0, num_classes - 1)[:, None]
-    label_included = jnp.any(mask & is_label, axis=1, keepdims=True)
-    mask = mask & label_included
-    work = jnp.where(mask, work, jnp.where(is_label, 0, -jnp.inf))
-  if class_weights is None:
-    row_weight = jnp.ones(y.shape, dtype)
-  else:
-    w = v.as_real_array(fn, "class_weights", class_weights)
-    if w.shape != (num_classes,):
-      raise ValueError(f"{fn}: class_weights shape {w.shape} does not match the "
-                       f"{num_classes} classes of scores; expected ({num_classes},)")
-    row_weight = w.astype(dtype)[jnp.clip(y, 0, num_classes - 1)]
+    positive = positive & mask
+    # An excluded class scores -inf: as a competitor its z is -inf, never active.
+    work = jnp.where(mask, work, -jnp.inf)
   m = v.as_scalar_margin(fn, margin)
-  per_sample = multi_margin_per_sample(work, y, m.astype(dtype), row_weight, p)
+  per_sample = multilabel_margin_per_sample(work, multi_hot_to_padded(positive),
+                                            m.astype(dtype))
+  # A product, not a select, so the gradient of such a row is NaN as well.
+  per_sample = per_sample * jnp.where(jnp.all(is_binary, axis=1), 1, jnp.nan).astype(dtype)
   return _finish(_over_included(per_sample, mask, num_classes), batch_shape, x.dtype)
 
 
@@ -200,32 +240,45 @@ def multilabel_margin_loss(
     >>> print(loss.shape, [round(float(v), 4) for v in loss])
     (1,) [0.85]
   """
-  fn = "multilabel_margin_loss"
-  x = v.as_float_array(fn, "scores", scores)
-  rows, batch_shape = _class_rows(fn, "scores", x, axis)
-  num_classes = rows.shape[1]
-  labels = jnp.asarray(labels)
-  if labels.shape != x.shape:
-    raise ValueError(f"{fn}: labels shape {labels.shape} does not match scores shape "
-                     f"{x.shape}; expected {x.shape} (multi-hot)")
+  loss = _multilabel_margin(scores, labels, margin, where, axis=axis)
   # A padded torch target (with -1) passed here by mistake must not pass as
-  # multi-hot: an error when concrete or checkified, else NaN for its rows.
-  is_binary = _class_rows(fn, "labels", v.check_multi_hot(fn, labels), axis)[0]
-  positive = _class_rows(fn, "labels", labels, axis)[0] != 0
-  dtype = v.compute_dtype(x.dtype)
-  work = rows.astype(dtype)
+  # multi-hot: an error now or under checkify; the kernel made its rows NaN.
+  v.check_multi_hot("multilabel_margin_loss", jnp.asarray(labels))
+  return loss
+
+
+@functools.partial(jax.jit, static_argnames=("axis",))
+def _multilabel_soft_margin(logits, labels, class_weights, where, *, axis):
+  fn = "multilabel_soft_margin_loss"
+  x = v.as_float_array(fn, "logits", logits)
+  t = v.as_real_array(fn, "labels", labels)
+  w = None if class_weights is None else v.as_real_array(fn, "class_weights",
+                                                          class_weights)
+  try:
+    shape = jnp.broadcast_shapes(*(a.shape for a in (x, t, w) if a is not None))
+  except ValueError:
+    raise ValueError(f"{fn}: labels shape {t.shape} and class_weights shape "
+                     f"{None if w is None else w.shape} do not broadcast to logits "
+                     f"shape {x.shape}; expected shapes broadcastable to "
+                     f"{x.shape}") from None
+  if shape != x.shape:
+    raise ValueError(f"{fn}: labels and class_weights broadcast logits {x.shape} "
+                     f"to {shape}; expected them to broadcast to {x.shape}")
+  out_dtype = jnp.result_type(*(a for a in (x, t, w) if a is not None))
+  dtype = v.compute_dtype(out_dtype)
+  rows, batch_shape = _class_rows(fn, "logits", x, axis)
+  num_classes = rows.shape[1]
+
+  def as_rows(a):
+    return _class_rows(fn, "labels", jnp.broadcast_to(a, shape), axis)[0].astype(dtype)
+
   mask = _class_mask(fn, where, x.shape, axis)
   if mask is not None:
     mask = _class_rows(fn, "where", mask, axis)[0]
-    positive = positive & mask
-    # An excluded class scores -inf: as a competitor its z is -inf, never active.
-    work = jnp.where(mask, work, -jnp.inf)
-  m = v.as_scalar_margin(fn, margin)
-  per_sample = multilabel_margin_per_sample(work, multi_hot_to_padded(positive),
-                                            m.astype(dtype))
-  # A product, not a select, so the gradient of such a row is NaN as well.
-  per_sample = per_sample * jnp.where(jnp.all(is_binary, axis=1), 1, jnp.nan).astype(dtype)
-  return _finish(_over_included(per_sample, mask, num_classes), batch_shape, x.dtype)
+  per_sample = multilabel_soft_margin_per_sample(
+      rows.astype(dtype), as_rows(t), None if w is None else as_rows(w), where=mask)
+  return _finish(_over_included(per_sample, mask, num_classes), batch_shape,
+                 out_dtype)
 
 
 def multilabel_soft_margin_loss(
@@ -268,33 +321,4 @@ def multilabel_soft_margin_loss(
     >>> print(loss.shape, [round(float(v), 4) for v in loss])
     (1,) [0.6817]
   """
-  fn = "multilabel_soft_margin_loss"
-  x = v.as_float_array(fn, "logits", logits)
-  t = v.as_real_array(fn, "labels", labels)
-  w = None if class_weights is None else v.as_real_array(fn, "class_weights",
-                                                          class_weights)
-  try:
-    shape = jnp.broadcast_shapes(*(a.shape for a in (x, t, w) if a is not None))
-  except ValueError:
-    raise ValueError(f"{fn}: labels shape {t.shape} and class_weights shape "
-                     f"{None if w is None else w.shape} do not broadcast to logits "
-                     f"shape {x.shape}; expected shapes broadcastable to "
-                     f"{x.shape}") from None
-  if shape != x.shape:
-    raise ValueError(f"{fn}: labels and class_weights broadcast logits {x.shape} "
-                     f"to {shape}; expected them to broadcast to {x.shape}")
-  out_dtype = jnp.result_type(*(a for a in (x, t, w) if a is not None))
-  dtype = v.compute_dtype(out_dtype)
-  rows, batch_shape = _class_rows(fn, "logits", x, axis)
-  num_classes = rows.shape[1]
-
-  def as_rows(a):
-    return _class_rows(fn, "labels", jnp.broadcast_to(a, shape), axis)[0].astype(dtype)
-
-  mask = _class_mask(fn, where, x.shape, axis)
-  if mask is not None:
-    mask = _class_rows(fn, "where", mask, axis)[0]
-  per_sample = multilabel_soft_margin_per_sample(
-      rows.astype(dtype), as_rows(t), None if w is None else as_rows(w), where=mask)
-  return _finish(_over_included(per_sample, mask, num_classes), batch_shape,
-                 out_dtype)
+  return _multilabel_soft_margin(logits, labels, class_weights, where, axis=axis)
