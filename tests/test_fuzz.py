@@ -23,9 +23,8 @@ Budget: every new (shape, dtype, reduction, ...) signature compiles a kernel
 loss draws its configuration from a short fixed list in which every shape and
 reduction appears and the other axes cycle through their values, instead of
 the full product. Flawed cases raise before any kernel runs, so they vary
-freely. The Optax-style API is fuzzed under ``jax.jit`` for valid inputs (an
-eager call compiles op by op, 2 s per shape) and eagerly for flawed ones,
-whose concrete checks must raise.
+freely. Both APIs are called eagerly, as users call them, so that concrete
+checks raise.
 
 Every fuzz test counts its examples, fails below ``MIN_EXAMPLES`` and records
 the count, which ``tests/conftest.py`` prints at the end of the run.
@@ -35,7 +34,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import itertools
 import math
 import warnings
@@ -554,21 +552,8 @@ OPTAX_CONFIGS = [
 ]
 
 
-@functools.cache
-def jitted_optax(name, **static):
-  return jax.jit(functools.partial(getattr(losses, name), **static))
-
-
-def call_optax(name, flaw, x, labels, static=None, **traced):
-  """Valid inputs under ``jit``; flawed ones eagerly, where checks are concrete.
-
-  ``static`` hyperparameters are compiled in; ``traced`` ones (margin, class
-  weights) are arguments, so that their values share one compilation.
-  """
-  static = static or {}
-  if flaw is None:
-    return call_ours(name, lambda: jitted_optax(name, **static)(x, labels, **traced))
-  return call_ours(name, lambda: getattr(losses, name)(x, labels, **static, **traced))
+def call_optax(name, x, labels, **kwargs):
+  return call_ours(name, lambda: getattr(losses, name)(x, labels, **kwargs))
 
 
 def per_row_reference(fn, x, target, **kwargs):
@@ -609,8 +594,7 @@ def fuzz_optax_multiclass_margin_loss(case):
   count_example("losses.multiclass_margin_loss")
   cfg, x, labels, weights, margin, flaw = case
   name = "multiclass_margin_loss"
-  ours = call_optax(name, flaw, x, labels, dict(p=cfg.p), margin=margin,
-                    class_weights=weights)
+  ours = call_optax(name, x, labels, p=cfg.p, margin=margin, class_weights=weights)
   if flaw is not None:
     return compare_optax(name, x, ours, None, flaw, cfg.dtype)
 
@@ -665,7 +649,7 @@ def fuzz_optax_multilabel_margin_loss(case):
   cfg, x, hot, flaw = case
   name = "multilabel_margin_loss"
   # torch fixes the margin to 1; other margins are tested in test_losses.py.
-  ours = call_optax(name, flaw, x, hot)
+  ours = call_optax(name, x, hot)
   ref = None if flaw else per_row_reference(F.multilabel_margin_loss, x,
                                             padded_from_multi_hot(hot))
   compare_optax(name, x, ours, ref, flaw, cfg.dtype)
@@ -700,7 +684,7 @@ def fuzz_optax_multilabel_soft_margin_loss(case):
   count_example("losses.multilabel_soft_margin_loss")
   cfg, x, labels, weights, flaw = case
   name = "multilabel_soft_margin_loss"
-  ours = call_optax(name, flaw, x, labels, class_weights=weights)
+  ours = call_optax(name, x, labels, class_weights=weights)
   if flaw is not None:
     return compare_optax(name, x, ours, None, flaw, cfg.dtype)
   rows = (-1, x.shape[-1])
