@@ -81,7 +81,10 @@ def _bwd(p, residuals, cotangent):
   z, active, _, is_target = _active_terms(x, target, margin, p)
   scale = cotangent * row_weight / num_classes
   slope = 1 if p == 1 else 2 * z
-  grad_x = jnp.where(is_target, -(slope_sum * scale)[:, None],
+  # Rows without an active term keep a 0 gradient even for an inf or NaN
+  # weight (0 * inf would be NaN), as in torch.
+  target_grad = jnp.where(slope_sum > 0, -(slope_sum * scale), 0)
+  grad_x = jnp.where(is_target, target_grad[:, None],
                      jnp.where(active, slope * scale[:, None], 0))
   grad_x = jnp.where(valid[:, None], grad_x, jnp.nan)
   grad_row_weight = jnp.where(valid, cotangent * hinge_sum / num_classes, jnp.nan)

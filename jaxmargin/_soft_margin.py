@@ -32,7 +32,17 @@ def soft_margin_terms(x, target):
 def _soft_margin_terms_jvp(primals, tangents):
   x, target = primals
   dx, dtarget = tangents
-  return _terms(x, target), (jax.nn.sigmoid(x) - target) * dx - x * dtarget
+  # sigma(x) - t, written as (1 - t) sigma(x) - t sigma(-x): for t = 1 and
+  # x >> 0 the plain difference cancels to 0, this keeps -sigma(-x) exact.
+  # Both sigmoids come from one exp(-|x|).
+  small = jnp.exp(-jnp.abs(x))
+  large_sigmoid = 1 / (1 + small)
+  small_sigmoid = small * large_sigmoid
+  positive = x >= 0
+  sigmoid_x = jnp.where(positive, large_sigmoid, small_sigmoid)
+  sigmoid_minus_x = jnp.where(positive, small_sigmoid, large_sigmoid)
+  slope = (1 - target) * sigmoid_x - target * sigmoid_minus_x
+  return _terms(x, target), slope * dx - x * dtarget
 
 
 def multilabel_soft_margin_per_sample(x, target, weight, where=None):
@@ -48,17 +58,19 @@ def multilabel_soft_margin_per_sample(x, target, weight, where=None):
 
   Args:
     x: logits, shape ``(..., C)``, in the compute dtype.
-    target: broadcastable with ``x``; the sum runs over the broadcast last
-      axis, the divisor is ``x``'s ``C``.
+    target: broadcastable with ``x``; the sum runs over axis ``x.ndim - 1``
+      of the broadcast terms (torch's rule), the divisor is ``x``'s ``C``.
     weight: ``None`` or broadcastable to ``x``.
     where: ``None`` or a bool array broadcastable to ``x``: terms where it is
       False are left out of the sum (the divisor stays ``C``).
 
   Returns:
-    Per-sample losses of the broadcast shape without its last axis.
+    Per-sample losses: the broadcast shape without axis ``x.ndim - 1``.
   """
-  # torch divides by the input's class count, even where the target widens it.
+  # torch sums over the input's last axis and divides by its class count, even
+  # where a target or weight of higher rank widens or extends the terms.
   num_classes = x.shape[-1]
+  class_axis = x.ndim - 1
   shape = jnp.broadcast_shapes(x.shape, jnp.shape(target))
   x, target = jnp.broadcast_to(x, shape), jnp.broadcast_to(target, shape)
   if where is not None:
@@ -70,4 +82,4 @@ def multilabel_soft_margin_per_sample(x, target, weight, where=None):
     loss = loss * weight
   if where is not None:
     loss = jnp.where(where, loss, 0)
-  return jnp.sum(loss, axis=-1) / num_classes
+  return jnp.sum(loss, axis=class_axis) / num_classes

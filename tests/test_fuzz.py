@@ -413,8 +413,8 @@ def soft_shape(kind, shape):
 def unbroadcastable_shape(shape):
   """A shape of the same rank that does not broadcast with ``shape``, if any.
 
-  (A target of higher rank broadcasts but is a known mismatch, see the xfail
-  below.) With C = 1 the last axis always broadcasts, so another must differ.
+  (A target of higher rank broadcasts; it has a test of its own below.) With
+  C = 1 the last axis always broadcasts, so another must differ.
   """
   for axis in reversed(range(len(shape))):
     if shape[axis] != 1:
@@ -452,7 +452,7 @@ def mlsm_cases(draw):
   elif flaw == "input" and draw(st.booleans()):
     x = np.zeros(cfg.shape, np.int32)
   elif flaw == "input":
-    # torch takes a 0-D input if the target adds an axis (see the xfail below);
+    # torch takes a 0-D input if the target adds an axis;
     # we raise for any 0-D input, as documented.
     x, target, weight = np.zeros((), cfg.dtype), np.zeros((), target.dtype), None
   return cfg, x, target, weight, flaw
@@ -504,10 +504,6 @@ def test_fuzz_multilabel_soft_margin_loss(record_property):
               record_property)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "jaxmargin bug: with a target or weight of higher rank than the input, torch "
-    "sums over dim input.dim() - 1 of the broadcast terms, jaxmargin over the "
-    "last axis (different values and shapes)"))
 @pytest.mark.parametrize("case", ["target", "weight"])
 def test_soft_margin_target_or_weight_of_higher_rank_matches_torch(case):
   # Found while probing torch for the fuzzer. torch: input (2, 3), target (4, 2, 3)

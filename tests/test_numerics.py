@@ -318,18 +318,12 @@ MULTILABEL_CASES = {
 }
 
 
-# Known mismatches in the gradient (the values agree: see the value-only test).
-MULTI_MARGIN_WEIGHT_BUG = (
-    "jaxmargin bug: multi_margin_loss with an inf or NaN class weight on a row with no "
-    "active term has a NaN gradient at the target (slope_sum * scale = 0 * inf in the "
-    "backward pass); torch's is 0")
+# A documented difference in the gradient (the values agree: see the value-only test).
 SOFT_MARGIN_INF_WEIGHT = (
     "jaxmargin mismatch: multilabel_soft_margin_loss with an infinite weight has a "
     "+-inf gradient; torch's is NaN (its autograd multiplies inf by the (1 - t) or t "
     "branch, giving 0 * inf or -inf + inf)")
 GRADIENT_MISMATCHES = {
-    "multi_margin_loss": {"inf weight, no active term": MULTI_MARGIN_WEIGHT_BUG,
-                          "nan weight, no active term": MULTI_MARGIN_WEIGHT_BUG},
     "multilabel_soft_margin_loss": {"inf weight": SOFT_MARGIN_INF_WEIGHT},
 }
 
@@ -447,10 +441,6 @@ def test_values_match_torch_where_gradients_are_known_to_differ(name, case, dtyp
     np.testing.assert_allclose(value, ref, rtol=1e-6, equal_nan=True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "jaxmargin bug: multilabel_soft_margin_loss's gradient sigmoid(x) - t cancels "
-    "for x >> 0 with t = 1 (0 in float32 from x = 17, in float64 from x = 37); "
-    "torch's is -sigmoid(-x), correct to a few ulps"))
 @pytest.mark.parametrize("dtype, logit", [(np.float32, 20.0), (np.float64, 40.0)],
                          ids=["float32", "float64"])
 def test_soft_margin_gradient_keeps_relative_precision_for_saturated_logits(dtype, logit):
