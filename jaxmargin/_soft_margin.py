@@ -34,14 +34,7 @@ def _soft_margin_terms_jvp(primals, tangents):
   dx, dtarget = tangents
   # sigma(x) - t, written as (1 - t) sigma(x) - t sigma(-x): for t = 1 and
   # x >> 0 the plain difference cancels to 0, this keeps -sigma(-x) exact.
-  # Both sigmoids come from one exp(-|x|).
-  small = jnp.exp(-jnp.abs(x))
-  large_sigmoid = 1 / (1 + small)
-  small_sigmoid = small * large_sigmoid
-  positive = x >= 0
-  sigmoid_x = jnp.where(positive, large_sigmoid, small_sigmoid)
-  sigmoid_minus_x = jnp.where(positive, small_sigmoid, large_sigmoid)
-  slope = (1 - target) * sigmoid_x - target * sigmoid_minus_x
+  slope = (1 - target) * jax.nn.sigmoid(x) - target * jax.nn.sigmoid(-x)
   return _terms(x, target), slope * dx - x * dtarget
 
 
