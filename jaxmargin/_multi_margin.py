@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmargin._indices import canonical_indices
+from jaxmargin._sharding import vary_like
 
 
 def _active_terms(x, target, margin, p):
@@ -33,7 +34,6 @@ def _valid_rows(target, num_classes):
   return (target >= 0) & (target < num_classes)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def multi_margin_per_sample(x, target, margin, row_weight, p):
   r"""Per-sample multi-class margin loss of torch's ``multi_margin_loss``.
 
@@ -55,6 +55,11 @@ def multi_margin_per_sample(x, target, margin, row_weight, p):
   Returns:
     Per-sample losses of shape ``(N,)``.
   """
+  return _multi_margin_vjp(x, target, vary_like(x, margin), vary_like(x, row_weight), p)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _multi_margin_vjp(x, target, margin, row_weight, p):
   # One formula for the value, differentiated or not: the same rounding in both.
   return _fwd(x, target, margin, row_weight, p)[0]
 
@@ -92,4 +97,4 @@ def _bwd(p, residuals, cotangent):
   return grad_x.astype(x.dtype), None, grad_margin, grad_row_weight
 
 
-multi_margin_per_sample.defvjp(_fwd, _bwd)
+_multi_margin_vjp.defvjp(_fwd, _bwd)

@@ -34,7 +34,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxmargin._indices import canonical_indices
+from jaxmargin._sharding import scatter_in_rows, vary_like
 from jaxmargin._row_sums import row_sums
+
 
 METHODS = ("auto", "slots", "sort")
 
@@ -87,7 +89,7 @@ def _hinge_by_slots(x, labels, margin, with_counts):
   Each iteration is one fused 2-D pass over the scores; the loop stops after
   the longest label list of the batch.
   """
-  num_rows, num_classes = x.shape
+  num_classes = x.shape[1]
   classes = jnp.arange(num_classes)
   safe_index = jnp.minimum(labels.slot_index, num_classes - 1)
   # Empty slots get a finite stand-in score and are masked below: a NaN there
@@ -95,17 +97,15 @@ def _hinge_by_slots(x, labels, margin, with_counts):
   label_scores = jnp.where(labels.slot_valid,
                            jnp.take_along_axis(x, safe_index, axis=1), 0)
 
-  rows = jnp.arange(num_rows)[:, None]
-
   def add_label(slot, is_label):
     # Alone in its loop, this scatter updates in place (N entries per slot).
     # An OR at an in-bounds index, not a dropped write at index C, so that
     # checkify's index checks stay quiet.
-    return is_label.at[rows, labels.slot(safe_index, slot)].max(
-        labels.slot(labels.slot_valid, slot))
+    return scatter_in_rows(is_label, labels.slot(safe_index, slot),
+                           labels.slot(labels.slot_valid, slot), "max")
 
   is_label = lax.fori_loop(0, labels.longest, add_label,
-                           jnp.zeros((num_rows, num_classes), bool))
+                           jnp.zeros_like(x, bool))
   negative = ~is_label
 
   def body(slot, carry):
@@ -125,44 +125,64 @@ def _hinge_by_slots(x, labels, margin, with_counts):
     counts = counts + active - jnp.where(is_this_label, slot_count[:, None], 0)
     return sums + slot_sum, counts
 
-  init = (jnp.zeros((num_rows,), x.dtype),
-          jnp.zeros((num_rows, num_classes if with_counts else 0), jnp.int32))
+  init = (jnp.zeros_like(x[:, 0]),
+          jnp.zeros_like(x if with_counts else x[:, :0], jnp.int32))
   return lax.fori_loop(0, labels.longest, body, init)
+
+
+def _searchsorted_rows(sorted_rows, queries, right):
+  """``searchsorted`` of each row of ``queries`` in the same row of ``sorted_rows``.
+
+  A binary search over all rows at once. ``vmap(jnp.searchsorted)`` gives the
+  same indices (for non-NaN queries, all that is asked here) but its default
+  method fails under explicit mesh axes (JAX 0.10) and its other methods are
+  several times slower on CPU.
+  """
+  width = sorted_rows.shape[1]
+  low = jnp.zeros_like(queries, jnp.int32)
+  high = jnp.full_like(queries, width, jnp.int32)
+
+  def halve(_, bounds):
+    low, high = bounds
+    middle = (low + high) // 2
+    value = jnp.take_along_axis(sorted_rows, jnp.minimum(middle, width - 1), axis=1)
+    after = (value <= queries) if right else (value < queries)
+    after = after & (low < high)
+    return jnp.where(after, middle + 1, low), jnp.where(after, high, middle)
+
+  # ceil(log2(width + 1)) halvings take [0, width] down to one index.
+  return lax.fori_loop(0, width.bit_length(), halve, (low, high))[0]
 
 
 def _hinge_by_sorting(x, labels, margin, with_counts):
   """Per-row hinge sums and (optionally) net counts from sorted scores."""
-  num_rows, num_classes = x.shape
-  rows = jnp.arange(num_rows)[:, None]
+  num_classes = x.shape[1]
   safe_index = jnp.minimum(labels.slot_index, num_classes - 1)
-  is_label = jnp.zeros((num_rows, num_classes), bool).at[rows, safe_index].max(
-      labels.slot_valid)
+  is_label = scatter_in_rows(jnp.zeros_like(x, bool), safe_index, labels.slot_valid, "max")
   counted = ~is_label & ~jnp.isnan(x)
   # Labels and NaN scores never enter a term: -inf is never above a threshold.
   ascending = jnp.sort(jnp.where(counted, x, -jnp.inf), axis=1)
   # suffix[i] = sum of ascending[i:], with suffix[C] = 0.
   suffix = jnp.cumsum(ascending[:, ::-1], axis=1)[:, ::-1]
-  suffix = jnp.concatenate([suffix, jnp.zeros((num_rows, 1), x.dtype)], axis=1)
+  suffix = jnp.concatenate([suffix, jnp.zeros_like(x[:, :1])], axis=1)
 
   offset = margin - jnp.take_along_axis(x, safe_index, axis=1)   # (N, S)
   usable = labels.slot_valid & ~jnp.isnan(offset)
   # Term (j, d) is active iff x[d] > threshold_j; unusable slots never are.
   threshold = jnp.where(usable, -offset, jnp.inf)
-  first_above = jax.vmap(functools.partial(jnp.searchsorted, side="right"))(
-      ascending, threshold)
+  first_above = _searchsorted_rows(ascending, threshold, right=True)
   slot_counts = jnp.where(usable, num_classes - first_above, 0)
   slot_sums = jnp.take_along_axis(suffix, first_above, axis=1)
   # Guard 0 * inf: a slot with no active term adds exactly 0.
   terms = jnp.where(slot_counts > 0, slot_counts * offset + slot_sums, 0)
   sums = jnp.sum(terms, axis=1)
   if not with_counts:
-    return sums, jnp.zeros((num_rows, 0), jnp.int32)
+    return sums, jnp.zeros_like(x[:, :0], jnp.int32)
   ascending_thresholds = jnp.sort(threshold, axis=1)
-  below = jax.vmap(functools.partial(jnp.searchsorted, side="left"))(
-      ascending_thresholds, x)
+  below = _searchsorted_rows(ascending_thresholds, x, right=False)
   counts = jnp.where(counted, below, 0).astype(jnp.int32)
   # Unusable slots (empty ones included) have a count of 0.
-  counts = counts.at[rows, safe_index].add(-slot_counts.astype(jnp.int32))
+  counts = scatter_in_rows(counts, safe_index, -slot_counts.astype(jnp.int32), "add")
   return sums, counts
 
 
@@ -232,7 +252,13 @@ def _bwd(method, residuals, cotangent):
 
 _multilabel_margin_vjp.defvjp(_fwd, _bwd)
 
+
+def _margin_varying_like_x(x, target, margin, method="auto"):
+  """``_multilabel_margin_vjp`` with ``margin`` varying like ``x`` in ``shard_map``."""
+  return _multilabel_margin_vjp(x, target, vary_like(x, margin), method)
+
+
 # Jitted so that eager callers (the Optax-style API) reuse one compiled
 # kernel: run op by op, the loops and the cond would be traced and compiled
 # anew on every call, their bodies being fresh closures.
-multilabel_margin_per_sample = jax.jit(_multilabel_margin_vjp, static_argnames=("method",))
+multilabel_margin_per_sample = jax.jit(_margin_varying_like_x, static_argnames=("method",))

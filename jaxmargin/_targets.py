@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from jaxmargin import _validation as v
 from jaxmargin._indices import canonical_indices
+from jaxmargin._sharding import scatter_in_rows
 
 
 def _as_rows(array):
@@ -55,8 +56,7 @@ def padded_to_multi_hot(
   listed = jnp.cumprod((rows >= 0) & (rows < num_classes), axis=1).astype(bool)
   # An OR at in-bounds indices (no dropped writes for checkify to flag).
   index = jnp.clip(rows, 0, num_classes - 1)
-  hot = jnp.zeros(rows.shape, bool).at[jnp.arange(rows.shape[0])[:, None], index].max(
-      listed).astype(dtype)
+  hot = scatter_in_rows(jnp.zeros_like(rows, bool), index, listed, "max").astype(dtype)
   return hot.reshape(target.shape)
 
 
@@ -82,13 +82,15 @@ def multi_hot_to_padded(labels: jax.typing.ArrayLike) -> jax.Array:
     raise ValueError("multi_hot_to_padded: labels shape () has no class axis; "
                      "expected (..., C)")
   hot = _as_rows(labels) != 0
-  num_rows, num_classes = hot.shape
+  num_classes = hot.shape[1]
   # Label c goes to slot (number of labels before it); the rest stays -1.
   # Non-labels write to an extra last column that is then cut off, so every
   # index is in bounds (checkify's index checks stay quiet).
   slot = jnp.cumsum(hot, axis=1, dtype=jnp.int32) - 1
   slot = jnp.where(hot, slot, num_classes)
-  classes = jnp.broadcast_to(jnp.arange(num_classes, dtype=jnp.int32), hot.shape)
-  padded = jnp.full((num_rows, num_classes + 1), -1, jnp.int32).at[
-      jnp.arange(num_rows)[:, None], slot].set(classes)
+  # From ``hot``, not a bare broadcast, so that it is sharded as ``hot`` is.
+  classes = jnp.where(hot, jnp.arange(num_classes, dtype=jnp.int32), -1)
+  padded = scatter_in_rows(
+      jnp.full_like(jnp.concatenate([hot, hot[:, :1]], axis=1), -1, jnp.int32),
+      slot, classes, "set")
   return padded[:, :num_classes].reshape(labels.shape)

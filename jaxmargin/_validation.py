@@ -149,9 +149,14 @@ def check_multi_hot(fn: str, labels: jax.Array, name: str = "labels") -> jax.Arr
   """
   is_binary = is_multi_hot(labels)
   if labels.size:
-    first_bad = labels.reshape(-1)[jnp.argmin(is_binary.reshape(-1))]
+    # Some bad value, from reductions only (an index into the flattened
+    # labels needs a gather that explicit mesh axes cannot shard): the
+    # largest if it is positive or NaN, else the smallest.
+    bad = jnp.where(is_binary, jnp.zeros_like(labels), labels)
+    highest = jnp.max(bad)
+    bad_value = jnp.where(highest != 0, highest, jnp.min(bad))
     check_values(jnp.all(is_binary),
                  f"{fn}: {name} values must be 0 or 1 (multi-hot); got {{value}} (a "
                  "padded torch target goes to jaxmargin.multilabel_margin_loss, or "
-                 "convert it with padded_to_multi_hot)", value=first_bad)
+                 "convert it with padded_to_multi_hot)", value=bad_value)
   return is_binary

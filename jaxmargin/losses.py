@@ -104,7 +104,7 @@ def _multiclass_margin(scores, labels, margin, class_weights, where, *, p, axis)
     mask = mask & label_included
     work = jnp.where(mask, work, jnp.where(is_label, 0, -jnp.inf))
   if class_weights is None:
-    row_weight = jnp.ones(y.shape, dtype)
+    row_weight = jnp.ones_like(y, dtype)
   else:
     w = v.as_real_array(fn, "class_weights", class_weights)
     if w.shape != (num_classes,):

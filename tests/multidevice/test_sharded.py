@@ -20,8 +20,9 @@ classes and every other row 1 to 4, so that ``multilabel_margin_loss``'s
 each shard decides for itself (``shard_map``, ``pmap``), while the one-device
 reference sorts every row.
 
-Known jaxmargin bugs are strict ``xfail`` marks (``KNOWN_*`` below): they fail
-this suite as soon as the bug is fixed, so that the mark goes too.
+Both kinds of mesh axes are checked: ``Auto`` (the partitioner places the
+work) and ``Explicit`` (sharding in the types, ``jax.make_mesh``'s default),
+and ``shard_map`` with and without its varying-axes check (``check_vma``).
 """
 
 from __future__ import annotations
@@ -63,36 +64,6 @@ TOLERANCE = {np.float32: 1e-6, np.float64: 1e-13}
 # in JAX 0.10; those are checked separately below.)
 MESH = Mesh(np.array(jax.devices()[:NUM_DEVICES]), (AXIS,), axis_types=(AxisType.Auto,))
 BATCH = NamedSharding(MESH, P(AXIS))
-
-# JAX's exception for sharding type errors is not public.
-_SHARDING_TYPE_ERROR = getattr(jax._src.core, "ShardingTypeError", TypeError)
-KNOWN_BUG_ERRORS = (TypeError, ValueError, _SHARDING_TYPE_ERROR)
-# By case id. All come from arrays that jaxmargin builds from a shape alone
-# (jnp.zeros, jnp.ones, jnp.full, a scalar margin) or gathers without an out
-# sharding: they carry neither the batch sharding nor the shard_map
-# varying-ness of the inputs they are combined with.
-_SCATTER = ("under explicit mesh axes, ShardingTypeError: {} scatters into an "
-            "array built from a shape, at batch-sharded indices")
-KNOWN_EXPLICIT_AXES_BUG = {
-    "multilabel_margin-torch": _SCATTER.format("_hinge_by_sorting"),
-    "multilabel_margin-optax": _SCATTER.format("multi_hot_to_padded"),
-    "multi_margin-torch": "under explicit mesh axes, ShardingTypeError: weight[target] "
-                          "gathers a replicated weight at batch-sharded indices",
-    "multi_margin-optax": "under explicit mesh axes, the custom_vjp returns a "
-                          "batch-sharded cotangent for the unsharded row weight "
-                          "jnp.ones(y.shape)",
-}
-_FORI_CARRY = ("under shard_map(check_vma=True), _hinge_by_slots' fori_loop carry "
-               "starts as unvarying jnp.zeros((N, C), bool) and comes back varying")
-_MARGIN_COTANGENT = ("under shard_map(check_vma=True), the custom_vjp returns a "
-                     "varying cotangent for the unvarying margin")
-KNOWN_CHECK_VMA_BUG = {
-    "multilabel_margin-torch": _FORI_CARRY,
-    "multilabel_margin-optax": _FORI_CARRY,
-    "multi_margin-torch": _MARGIN_COTANGENT,
-    "multi_margin-optax": _MARGIN_COTANGENT,
-}
-
 
 # --- Data ------------------------------------------------------------------
 
@@ -164,16 +135,9 @@ CASES = [
 ]
 
 
-def params_of(cases, known_bugs=None):
-  """``pytest.param`` per case, a strict xfail where ``known_bugs`` names it."""
-  out = []
-  for case in cases:
-    marks = ()
-    if known_bugs and case.id in known_bugs:
-      marks = pytest.mark.xfail(strict=True, raises=KNOWN_BUG_ERRORS,
-                                reason="jaxmargin bug: " + known_bugs[case.id])
-    out.append(pytest.param(case, marks=marks, id=case.id))
-  return out
+def params_of(cases):
+  """``pytest.param`` per case, with the case id."""
+  return [pytest.param(case, id=case.id) for case in cases]
 
 
 def on_one_device(tree):
@@ -320,7 +284,7 @@ def test_batch_sharded_jit_matches_one_device(case, dtype):
     assert_matches_brute_force(np.asarray(per_example), np.asarray(grad) * NUM_ROWS, data)
 
 
-@pytest.mark.parametrize("case", params_of(CASES, KNOWN_EXPLICIT_AXES_BUG))
+@pytest.mark.parametrize("case", params_of(CASES))
 def test_batch_sharded_jit_with_explicit_mesh_axes(case):
   # jax.make_mesh's default in JAX 0.10, used with jax.set_mesh as its docs say.
   mesh = jax.make_mesh((NUM_DEVICES,), (AXIS,), axis_types=(AxisType.Explicit,))
@@ -341,8 +305,8 @@ def test_batch_sharded_jit_with_explicit_mesh_axes(case):
 
 @pytest.mark.parametrize("case", params_of(CASES))
 def test_shard_map_step_matches_global_loss(case):
-  # check_vma=False: the setting under which every loss works today (see the
-  # check_vma=True test below).
+  # check_vma=False, the setting of code that predates varying manual axes;
+  # JAX's default, True, is checked below.
   data = make_data(np.float32)
   actual = shard_map_step(case, check_vma=False)(data["params"], data["features"],
                                                  data[case.target])
@@ -350,7 +314,7 @@ def test_shard_map_step_matches_global_loss(case):
   assert all(g.sharding.is_fully_replicated for g in jax.tree.leaves(actual))
 
 
-@pytest.mark.parametrize("case", params_of(CASES, KNOWN_CHECK_VMA_BUG))
+@pytest.mark.parametrize("case", params_of(CASES))
 def test_shard_map_step_with_check_vma(case):
   data = make_data(np.float32)
   actual = shard_map_step(case, check_vma=True)(data["params"], data["features"],
