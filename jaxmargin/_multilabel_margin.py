@@ -34,9 +34,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxmargin._indices import canonical_indices
-from jaxmargin._sharding import scatter_in_rows, vary_like
 from jaxmargin._row_sums import row_sums
-
+from jaxmargin._sharding import scatter_in_rows, vary_like
 
 METHODS = ("auto", "slots", "sort")
 

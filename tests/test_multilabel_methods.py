@@ -158,3 +158,20 @@ def test_auto_switches_from_the_loop_to_the_sort_with_the_longest_list():
       ones = np.ones(2)
       np.testing.assert_allclose(_ours(x, target, ones, "auto")[0],
                                  _torch(x, target, ones)[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("width", [1, 2, 7, 8, 300])
+@pytest.mark.parametrize("right", [False, True], ids=["left", "right"])
+def test_row_wise_binary_search_matches_searchsorted(width, right):
+  # The sort method's own search, against jnp.searchsorted row by row, with
+  # duplicates, +-inf on both sides and queries equal to stored values.
+  from jaxmargin._multilabel_margin import _searchsorted_rows
+  rng = np.random.default_rng(width)
+  values = np.concatenate([[-np.inf, np.inf], np.arange(-3, 4, 0.5)])
+  sorted_rows = np.sort(rng.choice(values, size=(6, width)), axis=1)
+  queries = rng.choice(values, size=(6, 11))
+  side = "right" if right else "left"
+  expected = np.stack([np.searchsorted(row, q, side=side)
+                       for row, q in zip(sorted_rows, queries)])
+  actual = jax.jit(_searchsorted_rows, static_argnums=2)(sorted_rows, queries, right)
+  np.testing.assert_array_equal(actual, expected)
