@@ -6,36 +6,58 @@ import jax
 import jax.numpy as jnp
 
 
-def _terms(x, target):
-  # softplus(-x) = -log(sigmoid(x)) and softplus(x) = -log(sigmoid(-x)) share
-  # log1p(exp(-|x|)): one exp and one log1p per element instead of two each.
-  # Keeping torch's t * (...) + (1 - t) * (...) shape keeps its NaN for
-  # 0 * inf at x = +-inf.
+def _neg_log_sigmoids(x):
+  """``(-log sigmoid(x), -log sigmoid(-x))``, i.e. ``(softplus(-x), softplus(x))``.
+
+  Both share ``log1p(exp(-|x|))``: one exp and one log1p per element instead
+  of two each, and neither overflows for any finite ``x``.
+  """
   shared = jnp.log1p(jnp.exp(-jnp.abs(x)))
-  return (target * (jnp.maximum(-x, 0) + shared)
-          + (1 - target) * (jnp.maximum(x, 0) + shared))
+  return jnp.maximum(-x, 0) + shared, jnp.maximum(x, 0) + shared
+
+
+def _weighted(weight, a):
+  return a if weight is None else weight * a
 
 
 @jax.custom_jvp
-def soft_margin_terms(x, target):
-  r"""Elementwise :math:`-[t \log\sigma(x) + (1 - t) \log\sigma(-x)]`.
+def soft_margin_terms(x, target, weight):
+  r"""Elementwise :math:`-w [t \log\sigma(x) + (1 - t) \log\sigma(-x)]`.
 
-  The derivative rule gives :math:`\sigma(x) - t` for ``x`` (also at
-  ``x = 0``, where autodiff through ``max`` and ``abs`` would not) and
-  :math:`-x` for ``t``. It is a ``custom_jvp``, so forward mode (``jvp``,
-  ``jacfwd``, ``hessian``) works as well as reverse mode.
+  The derivative rule gives :math:`w (\sigma(x) - t)` for ``x`` (also at
+  ``x = 0``, where autodiff through ``max`` and ``abs`` would not),
+  :math:`w [\log\sigma(-x) - \log\sigma(x)] = -w x` for ``t`` and the
+  unweighted term for ``w``. It is a ``custom_jvp``, so forward mode (``jvp``,
+  ``jacfwd``, ``hessian``) works as well as reverse mode. ``weight`` may be
+  ``None`` (no weight).
   """
-  return _terms(x, target)
+  return _soft_margin_jvp_parts(x, target, weight)[0]
+
+
+def _soft_margin_jvp_parts(x, target, weight):
+  """The terms and their derivatives in ``x`` and ``t``, shaped as torch's autograd."""
+  positive_part, negative_part = _neg_log_sigmoids(x)
+  # torch's t * (...) + (1 - t) * (...) shape, with the weight applied to each
+  # branch, keeps torch's NaN from 0 * inf: at x = +-inf, and for an infinite
+  # weight in the derivatives.
+  terms = target * positive_part + (1 - target) * negative_part
+  # sigma(x) - t, written as (1 - t) sigma(x) - t sigma(-x): for t = 1 and
+  # x >> 0 the plain difference cancels to 0, this keeps -sigma(-x) exact.
+  slope = (_weighted(weight, 1 - target) * jax.nn.sigmoid(x)
+           - _weighted(weight, target) * jax.nn.sigmoid(-x))
+  target_slope = _weighted(weight, positive_part) - _weighted(weight, negative_part)
+  return _weighted(weight, terms), terms, slope, target_slope
 
 
 @soft_margin_terms.defjvp
 def _soft_margin_terms_jvp(primals, tangents):
-  x, target = primals
-  dx, dtarget = tangents
-  # sigma(x) - t, written as (1 - t) sigma(x) - t sigma(-x): for t = 1 and
-  # x >> 0 the plain difference cancels to 0, this keeps -sigma(-x) exact.
-  slope = (1 - target) * jax.nn.sigmoid(x) - target * jax.nn.sigmoid(-x)
-  return _terms(x, target), slope * dx - x * dtarget
+  x, target, weight = primals
+  dx, dtarget, dweight = tangents
+  weighted_terms, terms, slope, target_slope = _soft_margin_jvp_parts(x, target, weight)
+  tangent = slope * dx + target_slope * dtarget
+  if weight is not None:
+    tangent = tangent + terms * dweight
+  return weighted_terms, tangent
 
 
 def multilabel_soft_margin_per_sample(x, target, weight, where=None):
@@ -70,9 +92,7 @@ def multilabel_soft_margin_per_sample(x, target, weight, where=None):
     # Excluded entries are replaced before the terms too, so that a NaN there
     # cannot reach the gradient as 0 * NaN.
     x, target = jnp.where(where, x, 0), jnp.where(where, target, 0)
-  loss = soft_margin_terms(x, target)
-  if weight is not None:
-    loss = loss * weight
+  loss = soft_margin_terms(x, target, weight)
   if where is not None:
     loss = jnp.where(where, loss, 0)
   return jnp.sum(loss, axis=class_axis) / num_classes
