@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmargin._indices import canonical_indices
-from jaxmargin._sharding import vary_like
+from jaxmargin._sharding import scatter_in_rows, vary_like
 
 
 def _active_terms(x, target, margin, p):
@@ -66,34 +66,36 @@ def _multi_margin_vjp(x, target, margin, row_weight, p):
 
 def _fwd(x, target, margin, row_weight, p):
   z, active, powered, _ = _active_terms(x, target, margin, p)
-  # The row sums the backward pass needs are taken here, from the same z, so
-  # that the backward pass is one elementwise pass with no reduction.
-  # ``slope_sum`` (a count, or a sum of 2z > 0) is positive iff some term is
-  # active, so rows without one keep 0 even for an inf or NaN weight, as in
-  # torch (which multiplies each term by the weight).
-  hinge_sum = jnp.sum(jnp.where(active, powered, 0), axis=1)
-  slope_sum = (jnp.sum(active, axis=1, dtype=x.dtype) if p == 1
-               else jnp.sum(jnp.where(active, 2 * z, 0), axis=1))
-  total = jnp.where(slope_sum > 0, row_weight * hinge_sum, 0)
+  # The weight multiplies each term, as in torch: a row without an active
+  # term sums to 0 even for an inf or NaN weight, and an inf weight times a
+  # term that underflowed to 0 is NaN, as there.
+  total = jnp.sum(jnp.where(active, row_weight[:, None] * powered, 0), axis=1)
   valid = _valid_rows(target, x.shape[1])
   per_sample = jnp.where(valid, total / x.shape[1], jnp.nan)
-  return per_sample, (x, target, margin, row_weight, hinge_sum, slope_sum, valid)
+  return per_sample, (x, target, margin, row_weight, valid)
 
 
 def _bwd(p, residuals, cotangent):
-  x, target, margin, row_weight, hinge_sum, slope_sum, valid = residuals
+  x, target, margin, row_weight, valid = residuals
   num_classes = x.shape[1]
-  z, active, _, is_target = _active_terms(x, target, margin, p)
-  scale = cotangent * row_weight / num_classes
+  z, active, powered, _ = _active_terms(x, target, margin, p)
+  # NaN for a row with an invalid target, so that its whole row is NaN.
+  scale = jnp.where(valid, cotangent * row_weight / num_classes, jnp.nan)
   slope = 1 if p == 1 else 2 * z
-  # Rows without an active term keep a 0 gradient even for an inf or NaN
-  # weight (0 * inf would be NaN), as in torch.
-  target_grad = jnp.where(slope_sum > 0, -(slope_sum * scale), 0)
-  grad_x = jnp.where(is_target, target_grad[:, None],
-                     jnp.where(active, slope * scale[:, None], 0))
-  grad_x = jnp.where(valid[:, None], grad_x, jnp.nan)
+  grad_x = jnp.where(active | ~valid[:, None], slope * scale[:, None], 0)
+  # The target's score enters every active term with the opposite sign: its
+  # gradient is minus the row sum of the others (all 0 without an active
+  # term, whatever the weight, as in torch). Taken from the gradient itself
+  # and written into it in place, this costs one read of it, not a second
+  # pass over the scores in the forward pass.
+  others = jnp.sum(grad_x, axis=1)
+  safe_target = jnp.clip(canonical_indices(target, num_classes), 0, num_classes - 1)
+  grad_x = scatter_in_rows(grad_x, safe_target[:, None], -others[:, None], "set")
+  # Only when differentiated (otherwise XLA drops them): the margin enters
+  # every active term as the other scores do; the weight scales the sum.
+  grad_margin = jnp.sum(jnp.where(valid, others, 0)).astype(margin.dtype)
+  hinge_sum = jnp.sum(jnp.where(active, powered, 0), axis=1)
   grad_row_weight = jnp.where(valid, cotangent * hinge_sum / num_classes, jnp.nan)
-  grad_margin = jnp.sum(jnp.where(valid, slope_sum * scale, 0)).astype(margin.dtype)
   return grad_x.astype(x.dtype), None, grad_margin, grad_row_weight
 
 
