@@ -7,9 +7,10 @@ handwritten digits; the labels are the digits present), trained with
 * a one-axis device mesh, ``("batch",)``;
 * each batch split over the devices with ``NamedSharding(mesh, P("batch"))``;
 * the model and optimizer state replicated with ``NamedSharding(mesh, P())``;
-* one ``nnx.jit`` train step, which XLA partitions from those shardings: each
-  device computes the loss terms and gradients of its rows, and an all-reduce
-  combines the gradients, so every replica takes the same Adam step.
+* the one-device example's ``nnx.jit`` train step, imported unchanged, which
+  XLA partitions from those shardings: each device computes the loss terms and
+  gradients of its rows, and an all-reduce combines the gradients, so every
+  replica takes the same Adam step.
 
 The loss needs nothing special for this: its value and gradients are the
 one-device ones (``tests/multidevice`` checks them).
@@ -50,7 +51,9 @@ from jax.sharding import AxisType, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import digits_data  # noqa: E402
-from digits_multilabel_nnx import MLP  # noqa: E402
+# The one-device example's model and steps, unchanged: the shardings of the
+# arguments alone make them data-parallel (see main).
+from digits_multilabel_nnx import MLP, predict, train_step  # noqa: E402
 from jaxmargin import nnx as jm_nnx  # noqa: E402
 
 PLOT_NAME = "data_parallel_nnx.png"
@@ -75,29 +78,6 @@ def parse_arguments(argv=None) -> argparse.Namespace:
                       help="directory for the PNG of the training curves "
                       "(default: examples/output)")
   return parser.parse_args(argv)
-
-
-@nnx.jit
-def train_step(model: MLP, optimizer: nnx.Optimizer, loss_fn: nnx.Module, images,
-               target):
-  """One Adam step on a batch sharded over the devices.
-
-  Written as for one device: the shardings of the arguments make it
-  data-parallel. The loss is the mean over the global batch, so its gradient
-  is the mean of the per-device gradients, which XLA all-reduces.
-  """
-
-  def batch_loss(model):
-    return loss_fn(model(images), target)
-
-  loss, grads = nnx.value_and_grad(batch_loss)(model)
-  optimizer.update(model, grads)
-  return loss
-
-
-@nnx.jit
-def predict(model: MLP, images):
-  return model(images)
 
 
 def main(argv=None) -> dict[str, float]:
