@@ -31,33 +31,32 @@ def soft_margin_terms(x, target, weight):
   ``jacfwd``, ``hessian``) works as well as reverse mode. ``weight`` may be
   ``None`` (no weight).
   """
-  return _soft_margin_jvp_parts(x, target, weight)[0]
+  return _weighted(weight, _terms(target, *_neg_log_sigmoids(x)))
 
 
-def _soft_margin_jvp_parts(x, target, weight):
-  """The terms and their derivatives in ``x`` and ``t``, shaped as torch's autograd."""
-  positive_part, negative_part = _neg_log_sigmoids(x)
-  # torch's t * (...) + (1 - t) * (...) shape, with the weight applied to each
-  # branch, keeps torch's NaN from 0 * inf: at x = +-inf, and for an infinite
-  # weight in the derivatives.
-  terms = target * positive_part + (1 - target) * negative_part
-  # sigma(x) - t, written as (1 - t) sigma(x) - t sigma(-x): for t = 1 and
-  # x >> 0 the plain difference cancels to 0, this keeps -sigma(-x) exact.
-  slope = (_weighted(weight, 1 - target) * jax.nn.sigmoid(x)
-           - _weighted(weight, target) * jax.nn.sigmoid(-x))
-  target_slope = _weighted(weight, positive_part) - _weighted(weight, negative_part)
-  return _weighted(weight, terms), terms, slope, target_slope
+def _terms(target, positive_part, negative_part):
+  # torch's t * (...) + (1 - t) * (...) shape keeps its NaN from 0 * inf at
+  # x = +-inf.
+  return target * positive_part + (1 - target) * negative_part
 
 
 @soft_margin_terms.defjvp
 def _soft_margin_terms_jvp(primals, tangents):
   x, target, weight = primals
   dx, dtarget, dweight = tangents
-  weighted_terms, terms, slope, target_slope = _soft_margin_jvp_parts(x, target, weight)
+  positive_part, negative_part = _neg_log_sigmoids(x)
+  terms = _terms(target, positive_part, negative_part)
+  # sigma(x) - t, written as (1 - t) sigma(x) - t sigma(-x): for t = 1 and
+  # x >> 0 the plain difference cancels to 0, this keeps -sigma(-x) exact.
+  # The weight goes into each branch, as torch's autograd takes it, so that an
+  # infinite weight gives torch's NaN (inf * 0) in the derivatives too.
+  slope = (_weighted(weight, 1 - target) * jax.nn.sigmoid(x)
+           - _weighted(weight, target) * jax.nn.sigmoid(-x))
+  target_slope = _weighted(weight, positive_part) - _weighted(weight, negative_part)
   tangent = slope * dx + target_slope * dtarget
   if weight is not None:
     tangent = tangent + terms * dweight
-  return weighted_terms, tangent
+  return _weighted(weight, terms), tangent
 
 
 def multilabel_soft_margin_per_sample(x, target, weight, where=None):

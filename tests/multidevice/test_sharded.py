@@ -303,23 +303,16 @@ def test_batch_sharded_jit_with_explicit_mesh_axes(case):
 
 # --- shard_map and pmap data-parallel steps ---------------------------------
 
+# check_vma=True is JAX's default; False is the setting of code that predates
+# varying manual axes.
+@pytest.mark.parametrize("check_vma", [True, False], ids=["check_vma", "no_check_vma"])
 @pytest.mark.parametrize("case", params_of(CASES))
-def test_shard_map_step_matches_global_loss(case):
-  # check_vma=False, the setting of code that predates varying manual axes;
-  # JAX's default, True, is checked below.
+def test_shard_map_step_matches_global_loss(case, check_vma):
   data = make_data(np.float32)
-  actual = shard_map_step(case, check_vma=False)(data["params"], data["features"],
-                                                 data[case.target])
+  actual = shard_map_step(case, check_vma=check_vma)(data["params"], data["features"],
+                                                     data[case.target])
   assert_steps_agree(actual, one_device_step(case, data), np.float32)
   assert all(g.sharding.is_fully_replicated for g in jax.tree.leaves(actual))
-
-
-@pytest.mark.parametrize("case", params_of(CASES))
-def test_shard_map_step_with_check_vma(case):
-  data = make_data(np.float32)
-  actual = shard_map_step(case, check_vma=True)(data["params"], data["features"],
-                                                data[case.target])
-  assert_steps_agree(actual, one_device_step(case, data), np.float32)
 
 
 @pytest.mark.parametrize("case", params_of(CASES))
