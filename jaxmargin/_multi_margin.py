@@ -8,30 +8,38 @@ import jax
 import jax.numpy as jnp
 
 from jaxmargin._indices import canonical_indices
-from jaxmargin._sharding import scatter_in_rows, vary_like
+from jaxmargin._sharding import vary_like
 
 
-def _active_terms(x, target, margin, p):
-  """The hinge arguments ``z``, where they count, and ``h(z)^p``.
-
-  ``z`` is evaluated as torch does, ``(margin - x[y]) + x[d]``. A term counts
-  only where ``z > 0`` strictly and ``d != y``; the strict test also drops NaN.
-  Indices are clipped before the gather so an invalid target never reads out of
-  bounds; such rows are turned into NaN by the caller.
-  """
-  num_classes = x.shape[1]
-  safe_target = jnp.clip(canonical_indices(target, num_classes), 0, num_classes - 1)
-  x_target = jnp.take_along_axis(x, safe_target[:, None], axis=1)
-  z = (margin - x_target) + x
-  is_target = jnp.arange(num_classes) == safe_target[:, None]
-  active = (z > 0) & ~is_target
-  powered = z if p == 1 else z * z
-  return z, active, powered, is_target
+def _safe_target(target, num_classes):
+  """Targets clipped into range, so that an invalid one never reads out of bounds."""
+  return jnp.clip(canonical_indices(target, num_classes), 0, num_classes - 1)
 
 
 def _valid_rows(target, num_classes):
   target = canonical_indices(target, num_classes)
   return (target >= 0) & (target < num_classes)
+
+
+def _active_hinges(x, target, margin):
+  """``max(0, z)`` over the terms that count, 0 elsewhere (the target's own included).
+
+  ``z`` is evaluated as torch does, ``(margin - x[y]) + x[d]``. A term counts
+  only where ``z > 0`` strictly and ``d != y``; the strict test also drops NaN.
+  Every later quantity, value or gradient, is read from this one array: an
+  entry is positive exactly where its term is active.
+  """
+  num_classes = x.shape[1]
+  safe_target = _safe_target(target, num_classes)
+  x_target = jnp.take_along_axis(x, safe_target[:, None], axis=1)
+  z = (margin - x_target) + x
+  is_target = jnp.arange(num_classes) == safe_target[:, None]
+  return jnp.where((z > 0) & ~is_target, z, 0)
+
+
+def _hinge_power_sum(hinges, p):
+  """``sum_d h_d^p`` per row (unweighted)."""
+  return jnp.sum(hinges if p == 1 else hinges * hinges, axis=1)
 
 
 def multi_margin_per_sample(x, target, margin, row_weight, p):
@@ -49,13 +57,15 @@ def multi_margin_per_sample(x, target, margin, row_weight, p):
     target: class indices, shape ``(N,)``, any integer dtype. A row whose
       target lies outside ``[0, C-1]`` gives NaN (value and gradient).
     margin: scalar array.
-    row_weight: ``weight[target]``, shape ``(N,)``; ones for no weight.
+    row_weight: ``weight[target]``, shape ``(N,)``, or ``None`` for no weight.
     p: 1 or 2 (static).
 
   Returns:
     Per-sample losses of shape ``(N,)``.
   """
-  return _multi_margin_vjp(x, target, vary_like(x, margin), vary_like(x, row_weight), p)
+  if row_weight is not None:
+    row_weight = vary_like(x, row_weight)
+  return _multi_margin_vjp(x, target, vary_like(x, margin), row_weight, p)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -65,38 +75,49 @@ def _multi_margin_vjp(x, target, margin, row_weight, p):
 
 
 def _fwd(x, target, margin, row_weight, p):
-  z, active, powered, _ = _active_terms(x, target, margin, p)
-  # The weight multiplies each term, as in torch: a row without an active
-  # term sums to 0 even for an inf or NaN weight, and an inf weight times a
-  # term that underflowed to 0 is NaN, as there.
-  total = jnp.sum(jnp.where(active, row_weight[:, None] * powered, 0), axis=1)
-  valid = _valid_rows(target, x.shape[1])
-  per_sample = jnp.where(valid, total / x.shape[1], jnp.nan)
-  return per_sample, (x, target, margin, row_weight, valid)
+  num_classes = x.shape[1]
+  hinges = _active_hinges(x, target, margin)
+  valid = _valid_rows(target, num_classes)
+  # What the target's gradient needs, summed from the same array so that the
+  # backward pass is a single elementwise pass: the number of active terms
+  # (p = 1) or twice the sum of their hinges (p = 2). Positive exactly when
+  # the row has an active term.
+  if p == 1:
+    target_slope_sum = jnp.sum(jnp.sign(hinges), axis=1)
+  else:
+    target_slope_sum = 2 * jnp.sum(hinges, axis=1)
+  total = _hinge_power_sum(hinges, p)
+  if row_weight is not None:
+    # torch weights each active term; the weight is taken out of the sum here
+    # (one rounding apart), so that the sum reads the hinges alone. A row
+    # without an active term is 0 even for an inf or NaN weight, as there.
+    total = jnp.where(target_slope_sum > 0, row_weight * total, 0)
+  per_sample = jnp.where(valid, total / num_classes, jnp.nan)
+  return per_sample, (hinges, target, margin, row_weight, valid, target_slope_sum)
 
 
 def _bwd(p, residuals, cotangent):
-  x, target, margin, row_weight, valid = residuals
-  num_classes = x.shape[1]
-  z, active, powered, _ = _active_terms(x, target, margin, p)
+  hinges, target, margin, row_weight, valid, target_slope_sum = residuals
+  num_classes = hinges.shape[1]
+  weight = 1 if row_weight is None else row_weight
   # NaN for a row with an invalid target, so that its whole row is NaN.
-  scale = jnp.where(valid, cotangent * row_weight / num_classes, jnp.nan)
-  slope = 1 if p == 1 else 2 * z
-  grad_x = jnp.where(active | ~valid[:, None], slope * scale[:, None], 0)
-  # The target's score enters every active term with the opposite sign: its
-  # gradient is minus the row sum of the others (all 0 without an active
-  # term, whatever the weight, as in torch). Taken from the gradient itself
-  # and written into it in place, this costs one read of it, not a second
-  # pass over the scores in the forward pass.
-  others = jnp.sum(grad_x, axis=1)
-  safe_target = jnp.clip(canonical_indices(target, num_classes), 0, num_classes - 1)
-  grad_x = scatter_in_rows(grad_x, safe_target[:, None], -others[:, None], "set")
+  scale = jnp.where(valid, cotangent * weight / num_classes, jnp.nan)
+  slope = 1 if p == 1 else 2 * hinges
+  active = hinges > 0
+  # The target's score enters every active term with the opposite sign. A row
+  # without an active term gives it 0 whatever its weight (inf or NaN), as torch.
+  others = jnp.where((target_slope_sum > 0) | ~valid, target_slope_sum * scale, 0)
+  is_target = jnp.arange(num_classes) == _safe_target(target, num_classes)[:, None]
+  grad_x = jnp.where(is_target, -others[:, None],
+                     jnp.where(active | ~valid[:, None], slope * scale[:, None], 0))
   # Only when differentiated (otherwise XLA drops them): the margin enters
   # every active term as the other scores do; the weight scales the sum.
   grad_margin = jnp.sum(jnp.where(valid, others, 0)).astype(margin.dtype)
-  hinge_sum = jnp.sum(jnp.where(active, powered, 0), axis=1)
-  grad_row_weight = jnp.where(valid, cotangent * hinge_sum / num_classes, jnp.nan)
-  return grad_x.astype(x.dtype), None, grad_margin, grad_row_weight
+  grad_row_weight = None
+  if row_weight is not None:
+    hinge_sum = _hinge_power_sum(hinges, p)
+    grad_row_weight = jnp.where(valid, cotangent * hinge_sum / num_classes, jnp.nan)
+  return grad_x.astype(hinges.dtype), None, grad_margin, grad_row_weight
 
 
 _multi_margin_vjp.defvjp(_fwd, _bwd)

@@ -117,9 +117,8 @@ def multilabel_margin_loss(
 def _multi_margin_kernel(x, target, margin, weight, *, p, reduction, none_shape):
   dtype = v.compute_dtype(x.dtype)
   work = x.astype(dtype)
-  if weight is None:
-    row_weight = jnp.ones_like(target, dtype)
-  else:
+  row_weight = None
+  if weight is not None:
     safe_target = jnp.clip(target, 0, work.shape[1] - 1)
     row_weight = gather_like_index(weight.astype(dtype), safe_target)
   per_sample = multi_margin_per_sample(work, target, jnp.asarray(margin, dtype),

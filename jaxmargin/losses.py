@@ -103,9 +103,8 @@ def _multiclass_margin(scores, labels, margin, class_weights, where, *, p, axis)
     label_included = jnp.any(mask & is_label, axis=1, keepdims=True)
     mask = mask & label_included
     work = jnp.where(mask, work, jnp.where(is_label, 0, -jnp.inf))
-  if class_weights is None:
-    row_weight = jnp.ones_like(y, dtype)
-  else:
+  row_weight = None
+  if class_weights is not None:
     w = v.as_real_array(fn, "class_weights", class_weights)
     if w.shape != (num_classes,):
       raise ValueError(f"{fn}: class_weights shape {w.shape} does not match the "
