@@ -10,7 +10,9 @@ against torch's forward + backward on the same data, interleaved in one process,
 and reports the median of ``--repeats`` runs (after one warm-up call each). The
 "baseline" column is a one-pass floor (``value_and_grad`` of ``sum(x * x)``)
 for ``multi_margin_loss`` and optax's ``sigmoid_binary_cross_entropy`` mean for
-``multilabel_soft_margin_loss``. Results go to ``<out>/<device>.json`` and
+``multilabel_soft_margin_loss``. "no checks" times the same step traced under
+``jaxmargin.value_checks(False)`` (JAX's fast dispatch path; the targets are
+judged on the default). Results go to ``<out>/<device>.json`` and
 ``<out>/scaling.png`` (time against C and against P).
 """
 
@@ -120,12 +122,14 @@ def interleaved_medians(fns, repeats):
   return [float(np.median(t) * 1e3) for t in times]
 
 
-def jax_runner(case, x, target):
+def jax_runner(case, x, target, value_checks=True):
   loss = getattr(jaxmargin, case.loss)
   step = jax.jit(jax.value_and_grad(loss))
   x, target = jnp.asarray(x), jnp.asarray(target)
   if case.loss != "multilabel_soft_margin_loss":
     target = target.astype(jnp.int32)
+  with jaxmargin.value_checks(value_checks):
+    jax.block_until_ready(step(x, target))  # traced (and compiled) with this setting
   return lambda: jax.block_until_ready(step(x, target))
 
 
@@ -171,7 +175,8 @@ def method_runner(method, x, target):
 
 def run_case(case, repeats, rng):
   x, target = make_data(case, rng)
-  runners = [jax_runner(case, x, target), torch_runner(case, x, target)]
+  runners = [jax_runner(case, x, target), torch_runner(case, x, target),
+             jax_runner(case, x, target, value_checks=False)]
   baseline = baseline_runner(case, x, target)
   if baseline is not None:
     runners.append(baseline)
@@ -181,11 +186,11 @@ def run_case(case, repeats, rng):
   slow = case.loss == "multilabel_margin_loss" and case.labels * case.num_classes >= 5e6
   times = interleaved_medians(runners, 5 if slow else repeats)
   result = dataclasses.asdict(case) | {"name": case.name, "jax_ms": times[0],
-                                       "torch_ms": times[1]}
+                                       "torch_ms": times[1], "jax_no_checks_ms": times[2]}
   result["speedup"] = times[1] / times[0]
   if baseline is not None:
-    result["baseline_ms"] = times[2]
-    result["baseline_ratio"] = times[0] / times[2]
+    result["baseline_ms"] = times[3]
+    result["baseline_ratio"] = times[0] / times[3]
   for method, ms in zip(methods, times[-len(methods):] if methods else ()):
     result[f"{method}_ms"] = ms
   result["ok"] = check_targets(result)
@@ -216,7 +221,7 @@ def describe_target(result):
 
 def print_table(results):
   header = (f"{'case':<48} {'jaxmargin ms':>12} {'torch ms':>10} {'speedup':>8} "
-            f"{'vs baseline':>11}  target")
+            f"{'vs baseline':>11} {'no checks ms':>12}  target")
   print(header)
   print("-" * len(header))
   for r in results:
@@ -224,7 +229,7 @@ def print_table(results):
     target = describe_target(r)
     verdict = ("ok" if r["ok"] else "MISSED") if target else ""
     print(f"{r['name']:<48} {r['jax_ms']:>12.2f} {r['torch_ms']:>10.2f} "
-          f"{r['speedup']:>7.1f}x {ratio:>11}  {target} {verdict}")
+          f"{r['speedup']:>7.1f}x {ratio:>11} {r['jax_no_checks_ms']:>12.2f}  {target} {verdict}")
 
 
 def plot(results, path):

@@ -6,6 +6,7 @@ from jaxmargin.functional import (
     multilabel_margin_loss,
     multilabel_soft_margin_loss,
 )
+from jaxmargin._settings import value_checks
 
 __version__ = "0.1.0"
 
@@ -15,4 +16,5 @@ __all__ = [
     "multi_margin_loss",
     "multilabel_margin_loss",
     "multilabel_soft_margin_loss",
+    "value_checks",
 ]

@@ -4,7 +4,8 @@ Every error names the loss, the argument, what it got and what it expected.
 Shape and value problems raise ``ValueError``; dtype problems raise
 ``TypeError``. Target values can only be checked when they are known: traced
 targets get ``checkify.debug_check`` instead, which ``checkify.checkify``
-turns into an error and which costs nothing otherwise.
+turns into an error and which computes nothing otherwise (see
+:func:`jaxmargin.value_checks` for its dispatch cost and how to turn it off).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
+
+from jaxmargin._settings import value_checks_enabled
 
 _HALF_DTYPES = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
 
@@ -83,7 +86,8 @@ def check_values(ok: jax.Array, message: str, **values: jax.Array) -> None:
   transformation (``jit``, ``vmap``, ``checkify`` itself) is tracing, even if
   the inputs were concrete. Then the check becomes a
   :func:`jax.experimental.checkify.debug_check`, which ``checkify.checkify``
-  reports and which does nothing otherwise.
+  reports and which computes nothing otherwise (unless turned off with
+  :func:`jaxmargin.value_checks`).
 
   Args:
     ok: scalar bool, whether the values are valid.
@@ -91,7 +95,8 @@ def check_values(ok: jax.Array, message: str, **values: jax.Array) -> None:
     **values: scalars that the message shows.
   """
   if isinstance(ok, jax.core.Tracer):
-    checkify.debug_check(ok, message, **values)
+    if value_checks_enabled():
+      checkify.debug_check(ok, message, **values)
   elif not ok:
     raise ValueError(message.format(**{k: np.asarray(a) for k, a in values.items()}))
 

@@ -148,3 +148,55 @@ def test_valid_input_passes_every_checkify_check_in_both_multilabel_methods(meth
             lambda x: losses.padded_to_multi_hot(target)):
     err, _ = checkify.checkify(jax.jit(f), errors=checkify.all_checks)(X)
     assert err.get() is None
+
+
+@pytest.mark.parametrize("name, fn, good, bad, message", CASES, ids=IDS)
+def test_value_checks_off_leaves_no_effect_and_checkify_sees_nothing(name, fn, good, bad, message):
+  # The checks make jit dispatch on JAX's slow path (an effect); turned off,
+  # the jitted function has no effect left and the bad row is still NaN.
+  assert jax.make_jaxpr(fn)(X, bad).effects
+  with jaxmargin.value_checks(False):
+    jaxpr = jax.make_jaxpr(jax.value_and_grad(mean_loss(fn)))(X, bad)
+    # A new function: jit would reuse an earlier trace of ``fn`` itself.
+    err, values = checkify.checkify(jax.jit(lambda x, t: fn(x, t)))(X, bad)
+  assert not jaxpr.effects
+  assert err.get() is None
+  assert np.isnan(values[1]) and np.all(np.isfinite(np.delete(values, 1)))
+  # Eager calls with concrete targets still raise: nothing is traced there.
+  with jaxmargin.value_checks(False), pytest.raises(ValueError, match=message):
+    fn(X, bad)
+
+
+def test_value_checks_are_read_when_traced_and_restored_after_the_block():
+  def new_step():
+    return jax.jit(lambda x, t: jaxmargin.multi_margin_loss(x, t))
+
+  bad = jnp.array([3, 7, 0])
+  with jaxmargin.value_checks(False):
+    with jaxmargin.value_checks(True):
+      assert jax.make_jaxpr(new_step())(X, bad).effects
+    assert not jax.make_jaxpr(new_step())(X, bad).effects
+    step = new_step()
+    step(X, bad)   # traced and compiled here, without the check
+  # A function traced inside the block keeps what it was traced with...
+  assert checkify.checkify(step)(X, bad)[0].get() is None
+  # ...and one traced after it has the check again.
+  err, _ = checkify.checkify(new_step())(X, bad)
+  assert "target values must lie in [0, 3]" in err.get()
+
+
+@pytest.mark.parametrize("raw, expected", [(None, True), ("1", True), (" On ", True),
+                                           ("true", True), ("0", False), ("off", False),
+                                           ("FALSE", False), ("no", False)])
+def test_value_checks_default_comes_from_the_environment(raw, expected):
+  from jaxmargin._settings import _value_checks_from_env
+  assert _value_checks_from_env(raw) is expected
+
+
+def test_value_checks_reject_bad_settings():
+  from jaxmargin._settings import _value_checks_from_env
+  with pytest.raises(ValueError, match="JAXMARGIN_VALUE_CHECKS is 'maybe'; expected one of 1"):
+    _value_checks_from_env("maybe")
+  with pytest.raises(TypeError, match="value_checks: enabled is 0; expected True or False"):
+    with jaxmargin.value_checks(0):
+      pass
