@@ -110,15 +110,21 @@ def median_ms(fn, repeats):
 
 
 def interleaved_medians(fns, repeats):
-  """Medians of several timed functions, run in turn so drifts hit all alike."""
+  """Medians of several timed functions, run in turn so drifts hit all alike.
+
+  The order rotates by one each repetition: a call that runs right after
+  torch's is slower (torch's threads leave the cores and caches cold), and a
+  fixed order would give that penalty to one function only.
+  """
   for fn in fns:
     fn()
   times = [[] for _ in fns]
-  for _ in range(repeats):
-    for fn, bucket in zip(fns, times):
+  for repeat in range(repeats):
+    for k in range(len(fns)):
+      i = (repeat + k) % len(fns)
       start = time.perf_counter()
-      fn()
-      bucket.append(time.perf_counter() - start)
+      fns[i]()
+      times[i].append(time.perf_counter() - start)
   return [float(np.median(t) * 1e3) for t in times]
 
 
