@@ -39,7 +39,7 @@ def value_checks(enabled: bool) -> Iterator[None]:
   which ``checkify.checkify`` reports. Without checkify the check computes
   nothing, but JAX marks the whole jitted function as having an effect, and
   such a function is dispatched on JAX's slower Python path: about 0.1 to
-  0.3 ms more per call on a CPU, which matters for small batches. Turn the
+  0.5 ms more per call on a CPU, which matters for small batches. Turn the
   checks off where you do not use checkify. Rows with an invalid target are
   NaN either way, and concrete (eager) targets always raise ``ValueError``.
 
