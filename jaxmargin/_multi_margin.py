@@ -16,6 +16,11 @@ def _safe_target(target, num_classes):
   return jnp.clip(canonical_indices(target, num_classes), 0, num_classes - 1)
 
 
+def _is_target(target, num_classes):
+  """``(N, C)`` mask of each row's target class (clipped: see :func:`_safe_target`)."""
+  return jnp.arange(num_classes) == _safe_target(target, num_classes)[:, None]
+
+
 def _valid_rows(target, num_classes):
   target = canonical_indices(target, num_classes)
   return (target >= 0) & (target < num_classes)
@@ -33,13 +38,7 @@ def _active_hinges(x, target, margin):
   safe_target = _safe_target(target, num_classes)
   x_target = jnp.take_along_axis(x, safe_target[:, None], axis=1)
   z = (margin - x_target) + x
-  is_target = jnp.arange(num_classes) == safe_target[:, None]
-  return jnp.where((z > 0) & ~is_target, z, 0)
-
-
-def _hinge_power_sum(hinges, p):
-  """``sum_d h_d^p`` per row (unweighted)."""
-  return jnp.sum(hinges if p == 1 else hinges * hinges, axis=1)
+  return jnp.where((z > 0) & ~_is_target(target, num_classes), z, 0)
 
 
 def multi_margin_per_sample(x, target, margin, row_weight, p):
@@ -86,18 +85,19 @@ def _fwd(x, target, margin, row_weight, p):
     target_slope_sum = jnp.sum(jnp.sign(hinges), axis=1)
   else:
     target_slope_sum = 2 * jnp.sum(hinges, axis=1)
-  total = _hinge_power_sum(hinges, p)
+  hinge_sum = jnp.sum(hinges if p == 1 else hinges * hinges, axis=1)
+  total = hinge_sum
   if row_weight is not None:
     # torch weights each active term; the weight is taken out of the sum here
     # (one rounding apart), so that the sum reads the hinges alone. A row
     # without an active term is 0 even for an inf or NaN weight, as there.
-    total = jnp.where(target_slope_sum > 0, row_weight * total, 0)
+    total = jnp.where(target_slope_sum > 0, row_weight * hinge_sum, 0)
   per_sample = jnp.where(valid, total / num_classes, jnp.nan)
-  return per_sample, (hinges, target, margin, row_weight, valid, target_slope_sum)
+  return per_sample, (hinges, target, margin, row_weight, valid, target_slope_sum, hinge_sum)
 
 
 def _bwd(p, residuals, cotangent):
-  hinges, target, margin, row_weight, valid, target_slope_sum = residuals
+  hinges, target, margin, row_weight, valid, target_slope_sum, hinge_sum = residuals
   num_classes = hinges.shape[1]
   weight = 1 if row_weight is None else row_weight
   # NaN for a row with an invalid target, so that its whole row is NaN.
@@ -107,15 +107,13 @@ def _bwd(p, residuals, cotangent):
   # The target's score enters every active term with the opposite sign. A row
   # without an active term gives it 0 whatever its weight (inf or NaN), as torch.
   others = jnp.where((target_slope_sum > 0) | ~valid, target_slope_sum * scale, 0)
-  is_target = jnp.arange(num_classes) == _safe_target(target, num_classes)[:, None]
-  grad_x = jnp.where(is_target, -others[:, None],
+  grad_x = jnp.where(_is_target(target, num_classes), -others[:, None],
                      jnp.where(active | ~valid[:, None], slope * scale[:, None], 0))
   # Only when differentiated (otherwise XLA drops them): the margin enters
   # every active term as the other scores do; the weight scales the sum.
   grad_margin = jnp.sum(jnp.where(valid, others, 0)).astype(margin.dtype)
   grad_row_weight = None
   if row_weight is not None:
-    hinge_sum = _hinge_power_sum(hinges, p)
     grad_row_weight = jnp.where(valid, cotangent * hinge_sum / num_classes, jnp.nan)
   return grad_x.astype(hinges.dtype), None, grad_margin, grad_row_weight
 
