@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmargin._indices import canonical_indices
-from jaxmargin._sharding import vary_like
+from jaxmargin._sharding import scatter_in_rows, vary_like
 
 
 def _safe_target(target, num_classes):
@@ -77,40 +77,39 @@ def _fwd(x, target, margin, row_weight, p):
   num_classes = x.shape[1]
   hinges = _active_hinges(x, target, margin)
   valid = _valid_rows(target, num_classes)
-  # What the target's gradient needs, summed from the same array so that the
-  # backward pass is a single elementwise pass: the number of active terms
-  # (p = 1) or twice the sum of their hinges (p = 2). Positive exactly when
-  # the row has an active term.
-  if p == 1:
-    target_slope_sum = jnp.sum(jnp.sign(hinges), axis=1)
-  else:
-    target_slope_sum = 2 * jnp.sum(hinges, axis=1)
+  # One row sum of the hinges alone: anything fused into it (a sign for the
+  # count of active terms, say) costs XLA:CPU about one more pass over (N, C).
   hinge_sum = jnp.sum(hinges if p == 1 else hinges * hinges, axis=1)
   total = hinge_sum
   if row_weight is not None:
     # torch weights each active term; the weight is taken out of the sum here
     # (one rounding apart), so that the sum reads the hinges alone. A row
     # without an active term is 0 even for an inf or NaN weight, as there.
-    total = jnp.where(target_slope_sum > 0, row_weight * hinge_sum, 0)
+    # (For p = 2 a square can underflow to 0, so the hinges are asked.)
+    has_active = hinge_sum > 0 if p == 1 else jnp.any(hinges > 0, axis=1)
+    total = jnp.where(has_active, row_weight * hinge_sum, 0)
   per_sample = jnp.where(valid, total / num_classes, jnp.nan)
-  return per_sample, (hinges, target, margin, row_weight, valid, target_slope_sum, hinge_sum)
+  return per_sample, (hinges, target, margin, row_weight, valid, hinge_sum)
 
 
 def _bwd(p, residuals, cotangent):
-  hinges, target, margin, row_weight, valid, target_slope_sum, hinge_sum = residuals
+  hinges, target, margin, row_weight, valid, hinge_sum = residuals
   num_classes = hinges.shape[1]
   weight = 1 if row_weight is None else row_weight
   # NaN for a row with an invalid target, so that its whole row is NaN.
   scale = jnp.where(valid, cotangent * weight / num_classes, jnp.nan)
   slope = 1 if p == 1 else 2 * hinges
-  active = hinges > 0
-  # The target's score enters every active term with the opposite sign. A row
-  # without an active term gives it 0 whatever its weight (inf or NaN), as torch.
-  others = jnp.where((target_slope_sum > 0) | ~valid, target_slope_sum * scale, 0)
-  grad_x = jnp.where(_is_target(target, num_classes), -others[:, None],
-                     jnp.where(active | ~valid[:, None], slope * scale[:, None], 0))
-  # Only when differentiated (otherwise XLA drops them): the margin enters
-  # every active term as the other scores do; the weight scales the sum.
+  # Every term but the target's, which is 0 here (its hinge is 0): inactive
+  # terms give exactly 0 whatever the weight (inf or NaN), as torch.
+  grad_x = jnp.where((hinges > 0) | ~valid[:, None], slope * scale[:, None], 0)
+  # The target's score and the margin enter every active term, the first with
+  # the opposite sign: both get the row sum of the other terms' gradients, as
+  # torch accumulates them. Summed from the written gradient, it costs one read
+  # and no extra reduction in the forward pass.
+  others = jnp.sum(grad_x, axis=1)
+  grad_x = scatter_in_rows(grad_x, _safe_target(target, num_classes)[:, None],
+                           -others[:, None], "set")
+  # Only when differentiated (otherwise XLA drops them).
   grad_margin = jnp.sum(jnp.where(valid, others, 0)).astype(margin.dtype)
   grad_row_weight = None
   if row_weight is not None:
