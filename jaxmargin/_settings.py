@@ -38,9 +38,10 @@ def value_checks(enabled: bool) -> Iterator[None]:
   values, so they add a ``jax.experimental.checkify.debug_check`` on them,
   which ``checkify.checkify`` reports. Without checkify the check computes
   nothing, but JAX marks the whole jitted function as having an effect, and
-  such a function is dispatched on JAX's slower Python path: about 0.1 to
-  0.5 ms more per call on a CPU, which matters for small batches. Turn the
-  checks off where you do not use checkify. Rows with an invalid target are
+  such a function is dispatched on JAX's slower Python path. The cost is per
+  call and grows with the arrays passed in and out: measured on a 2-core CPU,
+  0.3 ms for a loss step, 2.3 ms for a training step over 100 parameter
+  arrays. Turn the checks off where you do not use checkify. Rows with an invalid target are
   NaN either way, and concrete (eager) targets always raise ``ValueError``.
 
   The setting is read when a loss is *traced*: a jitted function traced
