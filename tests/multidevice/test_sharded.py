@@ -124,7 +124,8 @@ CASES = [
          lambda s, t, r: jaxmargin.multi_margin_loss(
              s, t, weight=jnp.asarray(CLASS_WEIGHT, s.dtype), reduction=r), "label"),
     Case("multi_margin", "optax",
-         lambda s, t, r: _reduce(losses.multiclass_margin_loss(s, t), r), "label"),
+         lambda s, t, r: _reduce(losses.multiclass_margin_loss(
+             s, t, class_weights=jnp.asarray(CLASS_WEIGHT, s.dtype)), r), "label"),
     Case("multilabel_soft_margin", "torch",
          lambda s, t, r: jaxmargin.multilabel_soft_margin_loss(s, t, reduction=r),
          "soft_multi_hot"),
