@@ -350,6 +350,8 @@ MULTI_MARGIN_CASES = {
     "inf weight, no active term": ([0.1, 0.2, 0.4, 5.0], dict(weight=[1.0, 1.0, 1.0, INF])),
     "inf weight, active terms": ([0.1, 0.2, 0.4, 0.8], dict(weight=[1.0, 1.0, 1.0, INF])),
     "nan weight, no active term": ([0.1, 0.2, 0.4, 5.0], dict(weight=[1.0, 1.0, 1.0, NAN])),
+    # z = 1e-25 is active; its square underflows in float32 (inf * 0 = NaN for p=2, as torch).
+    "inf weight, underflowing square": ([1e-25, -5.0, -5.0, 1.0], dict(weight=[1.0, 1.0, 1.0, INF])),
     "zero weight, inf term": ([INF, 0.2, 0.4, 0.8], dict(weight=[1.0, 1.0, 1.0, 0.0])),
     "negative weight, 1e30 term": ([1e30, 0.2, 0.4, 0.8], dict(weight=[1.0, 1.0, 1.0, -2.0])),
 }
