@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmargin._indices import canonical_indices
-from jaxmargin._sharding import scatter_in_rows, vary_like
+from jaxmargin._sharding import gather_like_index, scatter_in_rows, vary_like
 
 
 def _safe_target(target, num_classes):
@@ -41,7 +41,7 @@ def _active_hinges(x, target, margin):
   return jnp.where((z > 0) & ~_is_target(target, num_classes), z, 0)
 
 
-def multi_margin_per_sample(x, target, margin, row_weight, p):
+def multi_margin_per_sample(x, target, margin, class_weight, p):
   r"""Per-sample multi-class margin loss of torch's ``multi_margin_loss``.
 
   .. math::
@@ -56,14 +56,19 @@ def multi_margin_per_sample(x, target, margin, row_weight, p):
     target: class indices, shape ``(N,)``, any integer dtype. A row whose
       target lies outside ``[0, C-1]`` gives NaN (value and gradient).
     margin: scalar array.
-    row_weight: ``weight[target]``, shape ``(N,)``, or ``None`` for no weight.
+    class_weight: one weight per class, shape ``(C,)``, in the compute dtype,
+      or ``None`` for no weight.
     p: 1 or 2 (static).
 
   Returns:
     Per-sample losses of shape ``(N,)``.
   """
-  if row_weight is not None:
-    row_weight = vary_like(x, row_weight)
+  row_weight = None
+  if class_weight is not None:
+    # Sharded like the targets (explicit mesh axes cannot infer it), and
+    # differentiated by JAX's own gather rule, outside the custom VJP.
+    row_weight = vary_like(x, gather_like_index(
+        class_weight, _safe_target(target, x.shape[1])))
   return _multi_margin_vjp(x, target, vary_like(x, margin), row_weight, p)
 
 

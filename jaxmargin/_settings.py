@@ -41,8 +41,9 @@ def value_checks(enabled: bool) -> Iterator[None]:
   such a function is dispatched on JAX's slower Python path. The cost is per
   call and grows with the arrays passed in and out: measured on a 2-core CPU,
   0.3 ms for a loss step, 2.3 ms for a training step over 100 parameter
-  arrays. Turn the checks off where you do not use checkify. Rows with an invalid target are
-  NaN either way, and concrete (eager) targets always raise ``ValueError``.
+  arrays. Turn the checks off where you do not use checkify. Rows with an
+  invalid target are NaN either way, and concrete (eager) targets always
+  raise ``ValueError``.
 
   The setting is read when a loss is *traced*: a jitted function traced
   (first called) inside the block keeps it for later calls, wherever they

@@ -15,7 +15,6 @@ from jaxmargin import _validation as v
 from jaxmargin._multi_margin import multi_margin_per_sample
 from jaxmargin._multilabel_margin import multilabel_margin_per_sample
 from jaxmargin._reduction import apply_reduction, resolve_reduction
-from jaxmargin._sharding import gather_like_index
 from jaxmargin._soft_margin import multilabel_soft_margin_per_sample
 
 __all__ = [
@@ -117,12 +116,9 @@ def multilabel_margin_loss(
 def _multi_margin_kernel(x, target, margin, weight, *, p, reduction, none_shape):
   dtype = v.compute_dtype(x.dtype)
   work = x.astype(dtype)
-  row_weight = None
-  if weight is not None:
-    safe_target = jnp.clip(target, 0, work.shape[1] - 1)
-    row_weight = gather_like_index(weight.astype(dtype), safe_target)
+  class_weight = None if weight is None else weight.astype(dtype)
   per_sample = multi_margin_per_sample(work, target, jnp.asarray(margin, dtype),
-                                       row_weight, p)
+                                       class_weight, p)
   return _finish(per_sample, reduction, none_shape, x.dtype)
 
 

@@ -29,7 +29,6 @@ import jax.numpy as jnp
 from jaxmargin import _validation as v
 from jaxmargin._multi_margin import multi_margin_per_sample
 from jaxmargin._multilabel_margin import multilabel_margin_per_sample
-from jaxmargin._sharding import gather_like_index
 from jaxmargin._soft_margin import multilabel_soft_margin_per_sample
 from jaxmargin._targets import multi_hot_to_padded, padded_to_multi_hot
 
@@ -104,15 +103,14 @@ def _multiclass_margin(scores, labels, margin, class_weights, where, *, p, axis)
     label_included = jnp.any(mask & is_label, axis=1, keepdims=True)
     mask = mask & label_included
     work = jnp.where(mask, work, jnp.where(is_label, 0, -jnp.inf))
-  row_weight = None
   if class_weights is not None:
     w = v.as_real_array(fn, "class_weights", class_weights)
     if w.shape != (num_classes,):
       raise ValueError(f"{fn}: class_weights shape {w.shape} does not match the "
                        f"{num_classes} classes of scores; expected ({num_classes},)")
-    row_weight = gather_like_index(w.astype(dtype), jnp.clip(y, 0, num_classes - 1))
+    class_weights = w.astype(dtype)
   m = v.as_scalar_margin(fn, margin)
-  per_sample = multi_margin_per_sample(work, y, m.astype(dtype), row_weight, p)
+  per_sample = multi_margin_per_sample(work, y, m.astype(dtype), class_weights, p)
   return _finish(_over_included(per_sample, mask, num_classes), batch_shape, x.dtype)
 
 
