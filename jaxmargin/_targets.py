@@ -49,7 +49,7 @@ def padded_to_multi_hot(
   if target.ndim == 0:
     raise ValueError(f"{fn}: target shape () has no class axis; expected (..., C)")
   num_classes = target.shape[-1]
-  v.check_target_range(fn, target, -1, num_classes - 1)
+  target = v.check_target_range(fn, target, -1, num_classes - 1)
   rows = canonical_indices(_as_rows(target), num_classes)
   # A row's list ends at its first entry outside [0, C-1]: the padding, or,
   # under jit, an invalid value.

@@ -3,18 +3,20 @@
 Every error names the loss, the argument, what it got and what it expected.
 Shape and value problems raise ``ValueError``; dtype problems raise
 ``TypeError``. Target values can only be checked when they are known: traced
-targets get ``checkify.debug_check`` instead, which ``checkify.checkify``
-turns into an error and which computes nothing otherwise (see
-:func:`jaxmargin.value_checks` for its dispatch cost and how to turn it off).
+targets get a check that ``checkify.checkify`` turns into an error and that
+costs nothing otherwise (:mod:`jaxmargin._checkify_guard`;
+:func:`jaxmargin.value_checks` turns it off).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import checkify
 
+from jaxmargin._checkify_guard import Check, checked
 from jaxmargin._settings import value_checks_enabled
 
 _HALF_DTYPES = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
@@ -79,26 +81,35 @@ def check_matrix_input(fn: str, array: jax.Array) -> tuple[int, int]:
   return 1, (array.shape[0] if array.ndim == 1 else 1)
 
 
-def check_values(ok: jax.Array, message: str, **values: jax.Array) -> None:
-  """Fails a value check: ``ValueError`` when known now, else a checkify check.
+def check_values(check: Check, array: jax.Array,
+                 carrier: jax.Array | None = None) -> jax.Array:
+  """Applies a value check: ``ValueError`` when known now, else a checkify check.
 
-  ``ok`` is computed with ``jax.numpy``, so it is a tracer exactly when some
-  transformation (``jit``, ``vmap``, ``checkify`` itself) is tracing, even if
-  the inputs were concrete. Then the check becomes a
-  :func:`jax.experimental.checkify.debug_check`, which ``checkify.checkify``
-  reports and which computes nothing otherwise (unless turned off with
-  :func:`jaxmargin.value_checks`).
+  When nothing is tracing, the check runs now and raises ``ValueError``.
+  Under a transformation, the check is attached to ``carrier`` (see :mod:`jaxmargin._checkify_guard`), which
+  ``checkify.checkify`` reports and which computes nothing otherwise (unless
+  turned off with :func:`jaxmargin.value_checks`).
 
   Args:
-    ok: scalar bool, whether the values are valid.
-    message: the error message, formatted with ``values``.
-    **values: scalars that the message shows.
+    check: a hashable ``array -> (ok, message, values)``; the message is
+      formatted with the values.
+    array: the values to check.
+    carrier: the array to return (default ``array``); one the caller goes on
+      computing with, so that the check is not dropped as dead code.
+
+  Returns:
+    ``carrier``.
   """
+  carrier = array if carrier is None else carrier
+  ok, message, values = check(array)
+  # ``ok`` is a tracer exactly when some transformation (``jit``, ``vmap``,
+  # ``checkify`` itself) is tracing, even if ``array`` is concrete; then this
+  # ``ok`` is dead code, which jit drops.
   if isinstance(ok, jax.core.Tracer):
-    if value_checks_enabled():
-      checkify.debug_check(ok, message, **values)
-  elif not ok:
+    return checked(carrier, array, check) if value_checks_enabled() else carrier
+  if not ok:
     raise ValueError(message.format(**{k: np.asarray(a) for k, a in values.items()}))
+  return carrier
 
 
 def check_p(fn: str, p: int) -> int:
@@ -117,28 +128,43 @@ def as_scalar_margin(fn: str, margin: jax.typing.ArrayLike) -> jax.Array:
   return array
 
 
-def check_target_range(
-    fn: str, target: jax.typing.ArrayLike, low: int, high: int, name: str = "target"
-) -> None:
+@dataclasses.dataclass(frozen=True)
+class TargetRange:
+  """The check that every value of an integer array lies in ``[low, high]``."""
+
+  fn: str
+  name: str
+  low: int
+  high: int
+
+  def __call__(self, target: jax.Array) -> tuple[jax.Array, str, dict[str, jax.Array]]:
+    smallest, largest = jnp.min(target), jnp.max(target)
+    # Compare in the target's own dtype only with bounds it can hold: a bound
+    # outside its range would wrap (uint8 >= -1 is False for every value).
+    limits = jnp.iinfo(target.dtype)
+    ok = jnp.bool_(True)
+    if self.low > limits.min:
+      ok = ok & (smallest >= self.low)
+    if self.high < limits.max:
+      ok = ok & (largest <= self.high)
+    message = (f"{self.fn}: {self.name} values must lie in [{self.low}, {self.high}]; "
+               "got values in [{smallest}, {largest}]")
+    return ok, message, {"smallest": smallest, "largest": largest}
+
+
+def check_target_range(fn: str, target: jax.typing.ArrayLike, low: int, high: int,
+                       name: str = "target", carrier: jax.Array | None = None) -> jax.Array:
   """Checks that every value of an integer ``target`` lies in ``[low, high]``.
 
   Raises ``ValueError`` for concrete values; under a transformation see
   :func:`check_values` (the losses turn rows with a bad value into NaN).
+  Returns ``carrier`` (default: ``target`` as an array).
   """
   target = jnp.asarray(target)
+  carrier = target if carrier is None else carrier
   if target.size == 0:
-    return
-  smallest, largest = jnp.min(target), jnp.max(target)
-  # Compare in the target's own dtype only with bounds it can hold: a bound
-  # outside its range would wrap (uint8 >= -1 is False for every value).
-  limits = jnp.iinfo(target.dtype)
-  ok = jnp.bool_(True)
-  if low > limits.min:
-    ok = ok & (smallest >= low)
-  if high < limits.max:
-    ok = ok & (largest <= high)
-  check_values(ok, f"{fn}: {name} values must lie in [{low}, {high}]; got values "
-               "in [{smallest}, {largest}]", smallest=smallest, largest=largest)
+    return carrier
+  return check_values(TargetRange(fn, name, low, high), target, carrier)
 
 
 def is_multi_hot(labels: jax.Array) -> jax.Array:
@@ -146,22 +172,34 @@ def is_multi_hot(labels: jax.Array) -> jax.Array:
   return (labels == 0) | (labels == 1)
 
 
-def check_multi_hot(fn: str, labels: jax.Array, name: str = "labels") -> jax.Array:
-  """Checks that ``labels`` holds only 0 and 1; returns the per-element test.
+@dataclasses.dataclass(frozen=True)
+class MultiHot:
+  """The check that an array holds only 0 and 1."""
 
-  Raises ``ValueError`` for concrete values; under a transformation see
-  :func:`check_values` (the caller turns failing rows into NaN).
-  """
-  is_binary = is_multi_hot(labels)
-  if labels.size:
+  fn: str
+  name: str
+
+  def __call__(self, labels: jax.Array) -> tuple[jax.Array, str, dict[str, jax.Array]]:
+    is_binary = is_multi_hot(labels)
     # Some bad value, from reductions only (an index into the flattened
     # labels needs a gather that explicit mesh axes cannot shard): the
     # largest if it is positive or NaN, else the smallest.
     bad = jnp.where(is_binary, jnp.zeros_like(labels), labels)
     highest = jnp.max(bad)
     bad_value = jnp.where(highest != 0, highest, jnp.min(bad))
-    check_values(jnp.all(is_binary),
-                 f"{fn}: {name} values must be 0 or 1 (multi-hot); got {{value}} (a "
-                 "padded torch target goes to jaxmargin.multilabel_margin_loss, or "
-                 "convert it with padded_to_multi_hot)", value=bad_value)
-  return is_binary
+    message = (f"{self.fn}: {self.name} values must be 0 or 1 (multi-hot); got {{value}} "
+               "(a padded torch target goes to jaxmargin.multilabel_margin_loss, or "
+               "convert it with padded_to_multi_hot)")
+    return jnp.all(is_binary), message, {"value": bad_value}
+
+
+def check_multi_hot(fn: str, labels: jax.Array, carrier: jax.Array,
+                    name: str = "labels") -> jax.Array:
+  """Checks that ``labels`` holds only 0 and 1; returns ``carrier``.
+
+  Raises ``ValueError`` for concrete values; under a transformation see
+  :func:`check_values` (the caller turns failing rows into NaN).
+  """
+  if labels.size == 0:
+    return carrier
+  return check_values(MultiHot(fn, name), labels, carrier)

@@ -105,7 +105,7 @@ def multilabel_margin_loss(
     raise ValueError(f"{fn}: target shape {y.shape} does not match input shape "
                      f"{x.shape}; expected ({num_classes},)")
   y = v.as_index_array(fn, "target", y)
-  v.check_target_range(fn, y, -1, num_classes - 1)
+  y = v.check_target_range(fn, y, -1, num_classes - 1)
   none_shape = (num_rows,) if x.ndim == 2 else ()
   return _multilabel_margin_kernel(
       x.reshape(num_rows, num_classes), y.reshape(num_rows, num_classes),
@@ -200,7 +200,7 @@ def multi_margin_loss(
     w = v.as_real_array(fn, "weight", w)
   y = v.as_index_array(fn, "target", y)
   m = v.as_scalar_margin(fn, margin)
-  v.check_target_range(fn, y, 0, num_classes - 1)
+  y = v.check_target_range(fn, y, 0, num_classes - 1)
   none_shape = (num_rows,) if y.ndim == 1 else ()
   return _multi_margin_kernel(
       x.reshape(num_rows, num_classes), y.reshape(num_rows), m, w,

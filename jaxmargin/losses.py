@@ -161,9 +161,8 @@ def multiclass_margin_loss(
   """
   loss = _multiclass_margin(scores, labels, margin, class_weights, where, p=p, axis=axis)
   # Values are checked once the kernel has accepted shapes and dtypes.
-  v.check_target_range("multiclass_margin_loss", labels, 0, jnp.shape(scores)[axis] - 1,
-                       name="labels")
-  return loss
+  return v.check_target_range("multiclass_margin_loss", labels, 0,
+                              jnp.shape(scores)[axis] - 1, name="labels", carrier=loss)
 
 
 @functools.partial(jax.jit, static_argnames=("axis",))
@@ -241,8 +240,7 @@ def multilabel_margin_loss(
   loss = _multilabel_margin(scores, labels, margin, where, axis=axis)
   # A padded torch target (with -1) passed here by mistake must not pass as
   # multi-hot: an error now or under checkify; the kernel made its rows NaN.
-  v.check_multi_hot("multilabel_margin_loss", jnp.asarray(labels))
-  return loss
+  return v.check_multi_hot("multilabel_margin_loss", jnp.asarray(labels), loss)
 
 
 @functools.partial(jax.jit, static_argnames=("axis",))

@@ -2,8 +2,10 @@
 
 Eager calls with concrete arrays raise ``ValueError`` (test_validation.py).
 Under a transformation the values are unknown at trace time, so each API
-emits ``checkify.debug_check``: ``checkify.checkify`` with its default user
-checks reports it, and without checkify the example's loss is NaN.
+attaches a check to the trace (``jaxmargin._checkify_guard``):
+``checkify.checkify`` with its default user checks reports it, and without
+checkify the example's loss is NaN. The check is an effect-free primitive
+where JAX can host it, else ``checkify.debug_check``; both paths are tested.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pytest
 from jax.experimental import checkify
 
 import jaxmargin
-from jaxmargin import losses
+from jaxmargin import _checkify_guard, losses
 
 X = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)))
 
@@ -53,8 +55,41 @@ def mean_loss(fn):
   return lambda x, t: jnp.mean(fn(x, t))
 
 
+@pytest.fixture(params=["primitive", "debug_check"])
+def check_path(request, monkeypatch):
+  """Runs a test with the effect-free check, then with the debug_check fallback."""
+  if request.param == "debug_check":
+    monkeypatch.setattr(_checkify_guard, "checked_p", None)
+  return request.param
+
+
+def has_value_check(jaxpr) -> bool:
+  """Whether a jaxpr (at any depth) holds a jaxmargin value check."""
+  text = str(jaxpr)
+  return "jaxmargin_checked[" in text or "check[debug=True]" in text
+
+
+def test_this_jax_hosts_the_effect_free_check():
+  # The primitive needs shard_map's vma typing (JAX >= 0.6) and checkify's
+  # rule table; a JAX that renamed the latter would silently bring back the
+  # debug_check and its dispatch cost.
+  if jax.__version_info__ >= (0, 7):
+    assert _checkify_guard.checked_p is not None
+
+
 @pytest.mark.parametrize("name, fn, good, bad, message", CASES, ids=IDS)
-def test_plain_checkify_of_jitted_code_reports_the_bad_target(name, fn, good, bad, message):
+def test_checked_training_steps_have_no_effect_so_jit_takes_its_fast_path(
+    name, fn, good, bad, message, check_path):
+  # JAX dispatches a jitted function whose jaxpr has an effect on its slow
+  # Python path (benchmarks/dispatch.py); the check must not add one.
+  jaxpr = jax.make_jaxpr(jax.jit(jax.value_and_grad(mean_loss(fn))))(X, bad)
+  assert has_value_check(jaxpr)
+  assert bool(jaxpr.effects) == (check_path == "debug_check")
+
+
+@pytest.mark.parametrize("name, fn, good, bad, message", CASES, ids=IDS)
+def test_plain_checkify_of_jitted_code_reports_the_bad_target(
+    name, fn, good, bad, message, check_path):
   train_step = jax.jit(jax.value_and_grad(mean_loss(fn)))
   err, _ = checkify.checkify(train_step)(X, bad)
   with pytest.raises(checkify.JaxRuntimeError, match=message):
@@ -65,7 +100,9 @@ def test_plain_checkify_of_jitted_code_reports_the_bad_target(name, fn, good, ba
 
 
 @pytest.mark.parametrize("name, fn, good, bad, message", CASES, ids=IDS)
-def test_jit_of_checkify_and_batched_checks_report_it_too(name, fn, good, bad, message):
+def test_jit_of_checkify_and_batched_checks_report_it_too(
+    name, fn, good, bad, message, check_path):
+  fn = (lambda f: lambda x, t: f(x, t))(fn)   # a new function: no trace of the other path
   err, _ = jax.jit(checkify.checkify(fn))(X, bad)
   with pytest.raises(checkify.JaxRuntimeError, match=message):
     err.throw()
@@ -151,15 +188,14 @@ def test_valid_input_passes_every_checkify_check_in_both_multilabel_methods(meth
 
 
 @pytest.mark.parametrize("name, fn, good, bad, message", CASES, ids=IDS)
-def test_value_checks_off_leaves_no_effect_and_checkify_sees_nothing(name, fn, good, bad, message):
-  # The checks make jit dispatch on JAX's slow path (an effect); turned off,
-  # the jitted function has no effect left and the bad row is still NaN.
-  assert jax.make_jaxpr(fn)(X, bad).effects
+def test_value_checks_off_leave_no_check_and_checkify_sees_nothing(name, fn, good, bad, message):
+  # Turned off, the trace holds no check at all; the bad row is still NaN.
+  assert has_value_check(jax.make_jaxpr(fn)(X, bad))
   with jaxmargin.value_checks(False):
     jaxpr = jax.make_jaxpr(jax.value_and_grad(mean_loss(fn)))(X, bad)
     # A new function: jit would reuse an earlier trace of ``fn`` itself.
     err, values = checkify.checkify(jax.jit(lambda x, t: fn(x, t)))(X, bad)
-  assert not jaxpr.effects
+  assert not has_value_check(jaxpr) and not jaxpr.effects
   assert err.get() is None
   assert np.isnan(values[1]) and np.all(np.isfinite(np.delete(values, 1)))
   # Eager calls with concrete targets still raise: nothing is traced there.
@@ -174,8 +210,8 @@ def test_value_checks_are_read_when_traced_and_restored_after_the_block():
   bad = jnp.array([3, 7, 0])
   with jaxmargin.value_checks(False):
     with jaxmargin.value_checks(True):
-      assert jax.make_jaxpr(new_step())(X, bad).effects
-    assert not jax.make_jaxpr(new_step())(X, bad).effects
+      assert has_value_check(jax.make_jaxpr(new_step())(X, bad))
+    assert not has_value_check(jax.make_jaxpr(new_step())(X, bad))
     step = new_step()
     step(X, bad)   # traced and compiled here, without the check
   # A function traced inside the block keeps what it was traced with...

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from jax.experimental import checkify
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -336,6 +337,43 @@ def test_pmap_step_matches_global_loss(case):
   assert set(actual) == {"mean"}
   for device in range(NUM_DEVICES):
     assert_steps_agree(jax.tree.map(lambda a: a[device], actual), expected, np.float32)
+
+
+# --- checkify reports a bad target in every sharded program ------------------
+
+def with_bad_target_in_row_3(target):
+  """A copy of a target array with one invalid value, on device 1 (rows 2-3)."""
+  bad = np.array(target)
+  if bad.ndim == 1:
+    bad[3] = NUM_CLASSES         # a class index past the last class
+  elif np.any(bad < 0):
+    bad[3, 0] = NUM_CLASSES      # padded label lists: the same
+  else:
+    bad[3, 0] = -1               # multi-hot: a padded-list value by mistake
+  return bad
+
+
+@pytest.mark.parametrize("case", params_of([c for c in CASES
+                                            if c.loss != "multilabel_soft_margin"]))
+def test_checkify_reports_a_bad_target_in_every_sharded_program(case):
+  # The target check is an effect-free primitive with a checkify rule; here
+  # checkify finds it inside a sharded jit, with Explicit mesh axes, and in
+  # each shard of a shard_map step.
+  data = make_data(np.float32)
+  bad = with_bad_target_in_row_3(data[case.target])
+  features, scores, target = jax.device_put((data["features"], data["scores"], bad), BATCH)
+  program = checkify.checkify(scores_program(case))
+  assert program(scores, jax.device_put(data[case.target], BATCH))[0].get() is None
+  errors = {"sharded jit": program(scores, target)[0],
+            "shard_map step": checkify.checkify(shard_map_step(case, check_vma=True))(
+                data["params"], features, target)[0]}
+  mesh = jax.make_mesh((NUM_DEVICES,), (AXIS,), axis_types=(AxisType.Explicit,))
+  with jax.set_mesh(mesh):
+    errors["explicit axes"] = program(*jax.device_put((data["scores"], bad),
+                                                      NamedSharding(mesh, P(AXIS))))[0]
+  for what, error in errors.items():
+    assert error.get() is not None and re.search(r"values must (lie in|be 0 or 1)",
+                                                 error.get()), what
 
 
 # --- multilabel_margin_loss's run-time method choice, per shard ---------------
