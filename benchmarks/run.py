@@ -11,9 +11,10 @@ and reports the median of ``--repeats`` runs (after one warm-up call each). The
 "baseline" column is a one-pass floor (``value_and_grad`` of ``sum(x * x)``)
 for ``multi_margin_loss`` and optax's ``sigmoid_binary_cross_entropy`` mean for
 ``multilabel_soft_margin_loss``. "no checks" times the same step traced under
-``jaxmargin.value_checks(False)`` (JAX's fast dispatch path; the targets are
-judged on the default). Results go to ``<out>/<device>.json`` and
-``<out>/scaling.png`` (time against C and against P).
+``jaxmargin.value_checks(False)``: the checks have no effect, so it should
+differ from the default only by noise (the targets are judged on the
+default). Results go to ``<out>/<device>.json`` and ``<out>/scaling.png``
+(time against C and against P).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ _value_checks = contextvars.ContextVar(
 
 
 def value_checks_enabled() -> bool:
-  """Whether traced target values get a ``checkify.debug_check`` (see :func:`value_checks`)."""
+  """Whether traced target values get a checkify check (see :func:`value_checks`)."""
   return _value_checks.get()
 
 
@@ -35,15 +35,15 @@ def value_checks(enabled: bool) -> Iterator[None]:
   """Turns the checkify checks on target values on or off for losses traced inside.
 
   Under ``jit`` (or any transformation) the losses cannot see their target
-  values, so they add a ``jax.experimental.checkify.debug_check`` on them,
-  which ``checkify.checkify`` reports. Without checkify the check computes
-  nothing, but JAX marks the whole jitted function as having an effect, and
-  such a function is dispatched on JAX's slower Python path. The cost is per
-  call and grows with the arrays passed in and out: measured on a 2-core CPU,
-  0.3 ms for a loss step, 2.3 ms for a training step over 100 parameter
-  arrays. Turn the checks off where you do not use checkify. Rows with an
-  invalid target are NaN either way, and concrete (eager) targets always
-  raise ``ValueError``.
+  values, so they attach a check to them, which ``checkify.checkify``
+  reports. Without checkify the check computes nothing and costs nothing: it
+  is a primitive without an effect, so the jitted function keeps JAX's fast
+  dispatch path. (On a JAX that cannot host that primitive, before 0.6.1, the
+  check is a ``checkify.debug_check``, which puts the jitted function on
+  JAX's slower Python dispatch path: there, turn the checks off where you do
+  not use checkify.) Turned off, traced losses hold no check and checkify
+  reports nothing. Rows with an invalid target are NaN either way, and
+  concrete (eager) targets always raise ``ValueError``.
 
   The setting is read when a loss is *traced*: a jitted function traced
   (first called) inside the block keeps it for later calls, wherever they
