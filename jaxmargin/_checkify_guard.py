@@ -18,8 +18,9 @@ The checkify rule is registered in ``jax._src.checkify`` (``error_checks``,
 ``assert_func``, ``FailedCheckError``, ``get_traceback``: the same names and
 signatures from JAX 0.4.30 to 0.10). A custom primitive also needs
 ``shard_map`` to type it from its abstract evaluation, which JAX does since
-its ``check_vma`` (0.6.1). Where either is missing, :func:`checked` falls back
-to ``checkify.debug_check``: the same reports, with the dispatch cost.
+its ``check_vma`` (0.6.1). Where either is missing (a future JAX that moves
+those internals), :func:`checked` falls back to ``checkify.debug_check``: the
+same reports, with the dispatch cost.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def value_checks(enabled: bool) -> Iterator[None]:
   values, so they attach a check to them, which ``checkify.checkify``
   reports. Without checkify the check computes nothing and costs nothing: it
   is a primitive without an effect, so the jitted function keeps JAX's fast
-  dispatch path. (On a JAX that cannot host that primitive, before 0.6.1, the
+  dispatch path. (On a JAX that cannot host that primitive, the
   check is a ``checkify.debug_check``, which puts the jitted function on
   JAX's slower Python dispatch path: there, turn the checks off where you do
   not use checkify.) Turned off, traced losses hold no check and checkify

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -34,7 +36,7 @@ def scatter_in_rows(base: jax.Array, index: jax.Array, values: jax.Array,
   """
   rows = jnp.arange(index.shape[0])[:, None]
   update = getattr(base.at[rows, index], how)
-  if not hasattr(jax, "typeof"):   # JAX before sharding in types (< 0.6).
+  if not _takes_out_sharding(update):
     return update(values)
   return update(values, out_sharding=jax.typeof(base).sharding)
 
@@ -45,6 +47,16 @@ def gather_like_index(table: jax.Array, index: jax.Array) -> jax.Array:
   Explicit mesh axes cannot infer the sharding of a replicated table gathered
   at batch-sharded indices and ask for it; it is the sharding of ``index``.
   """
-  if not hasattr(jax, "typeof"):   # JAX before sharding in types (< 0.6).
-    return table[index]
-  return table.at[index].get(out_sharding=jax.typeof(index).sharding)
+  get = table.at[index].get
+  if not _takes_out_sharding(get):
+    return get()
+  return get(out_sharding=jax.typeof(index).sharding)
+
+
+def _takes_out_sharding(method) -> bool:
+  """Whether an ``.at[...]`` method takes ``out_sharding``.
+
+  JAX added it to ``get`` before ``set``, ``add``, ``max``... (JAX 0.6.2
+  has it only on ``get``); without it, the result is sharded as JAX infers.
+  """
+  return "out_sharding" in inspect.signature(method).parameters

@@ -17,7 +17,7 @@ import pathlib
 import re
 import sys
 
-import jax
+from tests.jax_versions import enable_x64
 
 _BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 _CHECKED_PRINT = re.compile(r"^(print\(.*\))\s{2,}#\s?(.*?)\s*$")
@@ -64,7 +64,7 @@ def run_page(path: pathlib.Path | str, text: str | None = None) -> int:
 
   namespace = {"__name__": "__main__", "print": record}
   checked = 0
-  with jax.enable_x64(False):
+  with enable_x64(False):
     for first_line, code in python_blocks(text):
       # Blank lines in front, so that tracebacks and prints carry page lines.
       exec(compile("\n" * (first_line - 1) + code, str(path), "exec"), namespace)

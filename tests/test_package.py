@@ -27,7 +27,7 @@ def test_version_matches_pyproject_and_package_is_typed():
   meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
   assert jaxmargin.__version__ == meta["project"]["version"]
   assert (pathlib.Path(jaxmargin.__file__).parent / "py.typed").is_file()
-  assert set(meta["project"]["dependencies"]) == {"jax>=0.4.30", "jaxlib>=0.4.30"}
+  assert set(meta["project"]["dependencies"]) == {"jax>=0.6.2", "jaxlib>=0.6.2"}
 
 
 def test_functional_module_exports_the_same_functions():

@@ -45,6 +45,7 @@ from jax.sharding import PartitionSpec as P
 import jaxmargin
 from jaxmargin import losses
 from jaxmargin._multilabel_margin import sort_is_cheaper
+from tests.jax_versions import enable_x64
 
 NUM_DEVICES = 8
 if jax.device_count() < NUM_DEVICES:
@@ -267,7 +268,7 @@ def test_process_has_8_devices_and_starts_without_x64():
     *(pytest.param(c, np.float64, id=f"{c.id}-float64") for c in CASES
       if c.loss != "multilabel_margin")])
 def test_batch_sharded_jit_matches_one_device(case, dtype):
-  with jax.enable_x64(dtype == np.float64):
+  with enable_x64(dtype == np.float64):
     data = make_data(dtype)
     scores, target = data["scores"], data[case.target]
     program = scores_program(case)
@@ -414,7 +415,7 @@ def test_callback_detector_sees_a_debug_callback():
 
 
 def test_64_bit_detector_sees_float64_data():
-  with jax.enable_x64(True):
+  with enable_x64(True):
     text = jax.jit(jnp.sum).lower(np.ones((2, 3), np.float64)).as_text()
   assert WIDE_TENSOR.search(TENSOR_ATTRIBUTE.sub("", text))
 
