@@ -86,9 +86,10 @@ def check_values(check: Check, array: jax.Array,
   """Applies a value check: ``ValueError`` when known now, else a checkify check.
 
   When nothing is tracing, the check runs now and raises ``ValueError``.
-  Under a transformation, the check is attached to ``carrier`` (see :mod:`jaxmargin._checkify_guard`), which
-  ``checkify.checkify`` reports and which computes nothing otherwise (unless
-  turned off with :func:`jaxmargin.value_checks`).
+  Under a transformation, the check is attached to ``carrier`` (see
+  :mod:`jaxmargin._checkify_guard`), which ``checkify.checkify`` reports and
+  which computes nothing otherwise (unless turned off with
+  :func:`jaxmargin.value_checks`).
 
   Args:
     check: a hashable ``array -> (ok, message, values)``; the message is
