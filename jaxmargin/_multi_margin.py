@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 
+from jaxmargin._fused import Chunk, ChunkShare, RowTotals
 from jaxmargin._indices import canonical_indices
+from jaxmargin._row_sums import row_sums
 from jaxmargin._sharding import gather_like_index, scatter_in_rows, vary_like
 
 
@@ -37,8 +40,13 @@ def _active_hinges(x, target, margin):
   num_classes = x.shape[1]
   safe_target = _safe_target(target, num_classes)
   x_target = jnp.take_along_axis(x, safe_target[:, None], axis=1)
+  return _hinges(x, x_target, _is_target(target, num_classes), margin)
+
+
+def _hinges(x, x_target, is_target, margin):
+  """:func:`_active_hinges` given each row's target score ``(N, 1)`` and target mask."""
   z = (margin - x_target) + x
-  return jnp.where((z > 0) & ~_is_target(target, num_classes), z, 0)
+  return jnp.where((z > 0) & ~is_target, z, 0)
 
 
 def multi_margin_per_sample(x, target, margin, class_weight, p):
@@ -123,3 +131,61 @@ def _bwd(p, residuals, cotangent):
 
 
 _multi_margin_vjp.defvjp(_fwd, _bwd)
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedMultiMargin:
+  """Chunk rule of the multi-class margin loss for :mod:`jaxmargin._fused`.
+
+  The same hinges as the unfused loss, from the target's gathered score; the
+  row arguments are the margin and, if ``weighted``, each row's class weight.
+  A row's derivatives are those of :func:`_bwd`: ``w * (1 or 2 h)`` at each
+  active term, minus their sum at the target, their sum for the margin, and
+  the unweighted sum for the weight.
+  """
+
+  p: int
+  uses_label_scores = True
+
+  def prepare(self, labels, label_scores, row_args):
+    del labels
+    margin, *weight = row_args
+    return label_scores, margin, (weight[0][:, None] if weight else None)
+
+  def chunk(self, context, chunk: Chunk, with_grads):
+    target_score, margin, weight = context
+    hinges = _hinges(chunk.scores, target_score, chunk.is_label, margin)
+    active = hinges > 0
+    # Beside the hinge sum: for p = 2 the plain sum (whether any term is
+    # active; the derivatives' sum), for p = 1 with gradients the count.
+    if self.p == 1:
+      terms = (hinges, active.astype(hinges.dtype)) if with_grads else (hinges,)
+    else:
+      terms = (hinges * hinges, hinges)
+    sums = row_sums(*terms)
+    if not with_grads:
+      return ChunkShare(sums[0], sums[1:])
+    slope = 1 if self.p == 1 else 2 * hinges
+    if weight is not None:
+      slope = slope * weight
+    # Inactive terms give exactly 0 whatever the weight (inf or NaN), as torch.
+    return ChunkShare(sums[0], sums[1:], jnp.where(active, slope, 0))
+
+  def finish(self, context, values, sums, with_grads):
+    _, _, weight = context
+    hinge_sum = values
+    if self.p == 1:
+      has_active = hinge_sum > 0
+      slope_sum = sums[0] if with_grads else None
+    else:
+      has_active = sums[0] > 0
+      slope_sum = 2 * sums[0]
+    if weight is not None:
+      values = jnp.where(has_active, weight[:, 0] * hinge_sum, 0)
+      if with_grads:
+        slope_sum = jnp.where(has_active, weight[:, 0] * slope_sum, 0)
+    if not with_grads:
+      return RowTotals(values, None, ())
+    drow = (slope_sum,) if weight is None else (slope_sum, hinge_sum)
+    return RowTotals(values, -slope_sum[:, None], drow)
+

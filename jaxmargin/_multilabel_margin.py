@@ -26,6 +26,7 @@ backward pass is then one scale of that ``(N, C)`` count.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -33,6 +34,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxmargin._fused import Chunk, ChunkShare, RowTotals
 from jaxmargin._indices import canonical_indices
 from jaxmargin._row_sums import row_sums
 from jaxmargin._sharding import scatter_in_rows, vary_like
@@ -261,3 +263,78 @@ def _margin_varying_like_x(x, target, margin, method="auto"):
 # kernel: run op by op, the loops and the cond would be traced and compiled
 # anew on every call, their bodies being fresh closures.
 multilabel_margin_per_sample = jax.jit(_margin_varying_like_x, static_argnames=("method",))
+
+
+# Up to this many label slots, the fused rule compares every score with every
+# label's threshold (K fused compares per score, no gather); longer lists
+# binary-search the sorted thresholds (log2 K steps, each a gather, and a
+# histogram). Measured in benchmarks/extreme.py.
+FUSED_COMPARE_MAX_SLOTS = 48
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedMultilabelMargin:
+  r"""Chunk rule of the multi-label margin loss for :mod:`jaxmargin._fused`.
+
+  Label :math:`j` gives the threshold :math:`t_j = -(\mathrm{margin} - x_j)`:
+  its term with negative :math:`d` is active iff :math:`x_d > t_j` (the
+  sort method's exact test) and then equals :math:`x_d - t_j`. With
+  :math:`c_d` the number of thresholds below :math:`x_d` and :math:`n_j` the
+  number of negatives above :math:`t_j`, the row sum is
+  :math:`\sum_d c_d x_d - \sum_j n_j t_j`; :math:`c_d` is the gradient of
+  score :math:`d`, :math:`-n_j` that of label :math:`j`, and
+  :math:`\sum_j n_j` that of the margin.
+
+  ``method="compare"`` counts with one compare per score and slot, O(N*C*K);
+  ``"search"`` binary-searches the sorted thresholds, O(N*C*log K), and
+  gets :math:`n_j` from a histogram of :math:`c_d`.
+  """
+
+  method: str
+  uses_label_scores = True
+
+  def prepare(self, labels, label_scores, row_args):
+    (margin,) = row_args
+    offset = margin - label_scores
+    # A NaN label score drops its terms, as in torch; an inf threshold is
+    # never exceeded.
+    threshold = jnp.where(labels.slot_valid & ~jnp.isnan(offset), -offset, jnp.inf)
+    if self.method == "compare":
+      return threshold, None, None
+    order = jnp.argsort(threshold, axis=1)
+    ascending = jnp.take_along_axis(threshold, order, axis=1)
+    return threshold, order, ascending
+
+  def chunk(self, context, chunk: Chunk, with_grads):
+    threshold, _, ascending = context
+    x, negative = chunk.scores, ~chunk.is_label
+    num_slots = threshold.shape[1]
+    if self.method == "compare":
+      active = [(x > threshold[:, k:k + 1]) & negative for k in range(num_slots)]
+      per_score = sum((a.astype(x.dtype) for a in active), jnp.zeros_like(x))
+      counts = (jnp.stack(row_sums(*(a.astype(jnp.int32) for a in active)), axis=1)
+                if active else jnp.zeros_like(threshold, jnp.int32))
+      (values,) = row_sums(jnp.where(per_score > 0, per_score * x, 0))
+      return ChunkShare(values, counts, per_score)
+    below = jnp.where(negative, _searchsorted_rows(ascending, x, right=False), 0)
+    prefix = jnp.concatenate([jnp.zeros_like(ascending[:, :1]),
+                              jnp.cumsum(ascending, axis=1)], axis=1)
+    # Guard 0 * inf: a score below every threshold adds exactly 0.
+    terms = jnp.where(below > 0, below * x - jnp.take_along_axis(prefix, below, axis=1), 0)
+    (values,) = row_sums(terms)
+    histogram = scatter_in_rows(jnp.zeros_like(prefix, jnp.int32), below,
+                                jnp.ones_like(below), "add")
+    return ChunkShare(values, histogram, below.astype(x.dtype))
+
+  def finish(self, context, values, sums, with_grads):
+    threshold, order, _ = context
+    if self.method == "compare":
+      counts = sums
+      values = values - jnp.sum(jnp.where(counts > 0, counts * threshold, 0), axis=1)
+    else:
+      # n at sorted position r is the number of scores with c_d > r.
+      above = jnp.cumsum(sums[:, :0:-1], axis=1)[:, ::-1]
+      counts = scatter_in_rows(jnp.zeros_like(above), order, above, "set")
+    counts = counts.astype(values.dtype)
+    return RowTotals(values, -counts, (jnp.sum(counts, axis=1),))
+

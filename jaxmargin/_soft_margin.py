@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+
+from jaxmargin._fused import Chunk, ChunkShare, RowTotals
+from jaxmargin._row_sums import row_sums
 
 
 def _neg_log_sigmoids(x):
@@ -95,3 +100,38 @@ def multilabel_soft_margin_per_sample(x, target, weight, where=None):
   if where is not None:
     loss = jnp.where(where, loss, 0)
   return jnp.sum(loss, axis=class_axis) / num_classes
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedSoftMargin:
+  """Chunk rule of the multi-label soft margin loss for :mod:`jaxmargin._fused`.
+
+  The targets are the chunk's label mask; the optional class argument is the
+  class weight. The derivatives are those of :func:`soft_margin_terms`'s own
+  rule, taken with ``jax.jvp``.
+  """
+
+  uses_label_scores = False
+
+  def prepare(self, labels, label_scores, row_args):
+    return None
+
+  def chunk(self, context, chunk: Chunk, with_grads):
+    x = chunk.scores
+    target = chunk.is_label.astype(x.dtype)
+    weight = chunk.class_args[0] if chunk.class_args else None
+
+    def terms_of(x):
+      return soft_margin_terms(x, target, weight)
+
+    if not with_grads:
+      (values,) = row_sums(terms_of(x))
+      return ChunkShare(values, ())
+    terms, slope = jax.jvp(terms_of, (x,), (jnp.ones_like(x),))
+    (values,) = row_sums(terms)
+    dclass = () if weight is None else (soft_margin_terms(x, target, None),)
+    return ChunkShare(values, (), slope, dclass)
+
+  def finish(self, context, values, sums, with_grads):
+    return RowTotals(values, None, ())
+

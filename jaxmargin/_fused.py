@@ -1,0 +1,299 @@
+"""Fused classifier + loss: the class axis in chunks, never the ``(N, C)`` scores.
+
+The scores ``features @ kernel + bias`` are computed one chunk of ``B``
+classes at a time; a loss's *chunk rule* (in the loss's own core file) turns
+a chunk of scores into its share of the per-row loss and into the derivative
+of that share with respect to the chunk's scores. Everything a rule adds up
+over chunks is a per-row quantity, so memory is ``O(N*B + N*K*D)`` whatever
+``C`` is; the kernel's gradient, an output, is written chunk by chunk.
+
+A rule may also ask for the scores of each row's listed classes (its *label
+scores*, gathered as ``features . kernel[:, label] + bias[label]``): their
+gradient goes straight to the gathered kernel columns, features and bias.
+
+Two differentiation modes share one sweep over the chunks:
+
+* per-row losses (``reduction="none"``): the forward sweep computes values
+  only; the backward sweep recomputes each chunk's scores and applies the
+  per-row cotangent (four matmuls a step, as against three unfused);
+* scalar losses (``"mean"``/``"sum"``): the forward sweep computes the
+  gradients too, as fused cross-entropy kernels do, and the backward pass
+  scales them by the incoming cotangent (three matmuls a step).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxmargin._sharding import scatter_in_rows
+
+# About this many scores per chunk: a few MB, which stays in cache on a CPU
+# and is a small fraction of an accelerator's memory.
+_CHUNK_ELEMENTS = 1 << 22
+_CHUNK_ALIGN = 128
+
+
+def auto_chunk_size(num_rows: int, num_classes: int) -> int:
+  """The chunk width used when the caller gives none."""
+  width = _CHUNK_ELEMENTS // max(num_rows, 1)
+  width = max(_CHUNK_ALIGN, width // _CHUNK_ALIGN * _CHUNK_ALIGN)
+  return max(1, min(width, num_classes))
+
+
+class Chunk(NamedTuple):
+  """What a rule sees of one chunk of ``B`` classes."""
+
+  scores: jax.Array       # (N, B) in the compute dtype
+  is_label: jax.Array     # (N, B) bool: the class is in the row's label list
+  class_args: tuple       # (B,) slices of the per-class arrays
+
+
+class ChunkShare(NamedTuple):
+  """A rule's result for one chunk; ``dscores`` and ``dclass`` only with gradients."""
+
+  values: jax.Array                 # (N,) this chunk's share of the row sums
+  sums: Any                         # pytree of per-row arrays, added over chunks
+  dscores: jax.Array | None = None  # (N, B) d(row sum) / d(score)
+  dclass: tuple = ()                # (N, B) d(row sum) / d(class arg), per class arg
+
+
+class RowTotals(NamedTuple):
+  """A rule's per-row results once every chunk is seen (all before the ``1/C``)."""
+
+  values: jax.Array                  # (N,)
+  dlabel: jax.Array | None           # (N, K) d(row sum) / d(label score)
+  drow: tuple                        # (N,) d(row sum) / d(row arg), per row arg
+
+
+class Rule(Protocol):
+  """A loss's chunk rule; hashable (it is a static argument)."""
+
+  uses_label_scores: bool
+
+  def prepare(self, labels: LabelSlots, label_scores: jax.Array | None,
+              row_args: tuple) -> Any: ...
+
+  def chunk(self, context: Any, chunk: Chunk, with_grads: bool) -> ChunkShare: ...
+
+  def finish(self, context: Any, values: jax.Array, sums: Any,
+             with_grads: bool) -> RowTotals: ...
+
+
+class LabelSlots(NamedTuple):
+  """Each row's label list: the ``(N, K)`` arrays of :class:`~jaxmargin._multilabel_margin.LabelLists`."""
+
+  slot_index: jax.Array   # int32 class index of each valid slot, C elsewhere
+  slot_valid: jax.Array   # bool: the slot holds a label
+
+
+class Inputs(NamedTuple):
+  """The differentiable inputs of a fused loss, in the compute dtype."""
+
+  features: jax.Array          # (N, D)
+  kernel: jax.Array            # (D, C)
+  bias: jax.Array | None       # (C,)
+  class_args: tuple            # (C,) arrays sliced with the classes
+  row_args: tuple              # scalars or (N,) arrays, one value per row
+
+
+def _labels_in_chunk(labels, start, width):
+  """``(N, width)`` mask of the listed classes among ``start .. start + width - 1``."""
+  local = labels.slot_index - start
+  inside = labels.slot_valid & (local >= 0) & (local < width)
+  mask = jnp.zeros((labels.slot_index.shape[0], width), bool)
+  # An OR at an in-bounds index for the slots outside the chunk too, so that
+  # checkify's index checks stay quiet.
+  return scatter_in_rows(mask, jnp.clip(local, 0, width - 1), inside, "max")
+
+
+def _chunk_scores(features, kernel, bias, start, width):
+  kernel_chunk = lax.dynamic_slice_in_dim(kernel, start, width, axis=1)
+  scores = jnp.matmul(features, kernel_chunk, preferred_element_type=features.dtype)
+  if bias is not None:
+    scores = scores + lax.dynamic_slice_in_dim(bias, start, width)
+  return scores, kernel_chunk
+
+
+def _for_each_chunk(num_classes, chunk_size, visit, carry):
+  """``carry = visit(carry, start, width)`` over the chunks; the last may be narrower."""
+  full, tail = divmod(num_classes, chunk_size)
+  if full:
+    carry = lax.fori_loop(
+        0, full, lambda i, c: visit(c, i * chunk_size, chunk_size), carry)
+  if tail:
+    carry = visit(carry, full * chunk_size, tail)
+  return carry
+
+
+def _sum_rows(arg, per_row):
+  """A per-row gradient brought to the shape of its argument (scalar: summed)."""
+  return jnp.sum(per_row) if arg.ndim == 0 else per_row
+
+
+def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
+          chunk_size: int, row_scale: jax.Array | None = None):
+  """One pass over the class chunks.
+
+  Args:
+    rule: the loss's chunk rule.
+    inputs: the differentiable inputs.
+    labels: the label lists, ``(N, K)``.
+    row_valid: ``(N,)`` bool; other rows are NaN, value and gradient.
+    chunk_size: classes per chunk (static).
+    row_scale: ``None`` for values only; else ``(N,)``, the cotangent of each
+      row's loss (already divided by ``C``), and the gradients are returned.
+
+  Returns:
+    The per-row losses ``(N,)``, and with ``row_scale`` also the gradients,
+    an :class:`Inputs` of the same structure.
+  """
+  features, kernel, bias, class_args, row_args = inputs
+  num_rows, num_classes = features.shape[0], kernel.shape[1]
+  with_grads = row_scale is not None
+  safe = jnp.minimum(labels.slot_index, num_classes - 1)
+  label_scores = columns = None
+  if rule.uses_label_scores:
+    columns = jnp.take(kernel, safe, axis=1)                       # (D, N, K)
+    label_scores = jnp.einsum("nd,dnk->nk", features, columns)
+    if bias is not None:
+      label_scores = label_scores + bias[safe]
+  context = rule.prepare(labels, label_scores, row_args)
+  if with_grads:
+    # Invalid rows poison their gradients, as the unfused losses do.
+    row_scale = jnp.where(row_valid, row_scale, jnp.nan)[:, None]
+
+  def visit(carry, start, width):
+    values, sums, grads = carry
+    scores, kernel_chunk = _chunk_scores(features, kernel, bias, start, width)
+    class_chunks = tuple(lax.dynamic_slice_in_dim(a, start, width) for a in class_args)
+    share = rule.chunk(context, Chunk(scores, _labels_in_chunk(labels, start, width),
+                                      class_chunks), with_grads)
+    values = values + share.values
+    sums = jax.tree.map(jnp.add, sums, share.sums)
+    if with_grads:
+      g_features, g_kernel, g_bias, g_class = grads
+      d_scores = share.dscores * row_scale
+      g_features = g_features + d_scores @ kernel_chunk.T
+      g_kernel = lax.dynamic_update_slice_in_dim(g_kernel, features.T @ d_scores, start, 1)
+      if g_bias is not None:
+        g_bias = lax.dynamic_update_slice_in_dim(g_bias, jnp.sum(d_scores, 0), start, 0)
+      g_class = tuple(lax.dynamic_update_slice_in_dim(g, jnp.sum(d * row_scale, 0), start, 0)
+                      for g, d in zip(g_class, share.dclass))
+      grads = (g_features, g_kernel, g_bias, g_class)
+    return values, sums, grads
+
+  first_width = min(chunk_size, num_classes)
+  sums_shape = jax.eval_shape(
+      lambda: rule.chunk(context, Chunk(
+          jnp.zeros((num_rows, first_width), features.dtype),
+          jnp.zeros((num_rows, first_width), bool),
+          tuple(a[:first_width] for a in class_args)), with_grads).sums)
+  sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape)
+  grads = None
+  if with_grads:
+    grads = (jnp.zeros_like(features), jnp.zeros_like(kernel),
+             None if bias is None else jnp.zeros_like(bias),
+             tuple(jnp.zeros_like(a) for a in class_args))
+  values = jnp.zeros((num_rows,), features.dtype)
+  values, sums, grads = _for_each_chunk(num_classes, chunk_size, visit,
+                                        (values, sums, grads))
+  totals = rule.finish(context, values, sums, with_grads)
+  per_row = jnp.where(row_valid, totals.values / num_classes, jnp.nan)
+  if not with_grads:
+    return per_row
+  g_features, g_kernel, g_bias, g_class = grads
+  if rule.uses_label_scores:
+    d_label = jnp.where(labels.slot_valid, totals.dlabel, 0) * row_scale
+    g_features = g_features + jnp.einsum("nk,dnk->nd", d_label, columns)
+    g_kernel = g_kernel.at[:, safe].add(jnp.einsum("nk,nd->dnk", d_label, features))
+    if g_bias is not None:
+      g_bias = g_bias.at[safe].add(d_label)
+  g_rows = tuple(_sum_rows(a, d * row_scale[:, 0]) for a, d in zip(row_args, totals.drow))
+  return per_row, Inputs(g_features, g_kernel, g_bias, g_class, g_rows)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4))
+def per_row_loss(rule, inputs, labels, row_valid, chunk_size):
+  """The per-row losses; the backward pass sweeps the chunks again."""
+  return sweep(rule, inputs, labels, row_valid, chunk_size)
+
+
+def _per_row_fwd(rule, inputs, labels, row_valid, chunk_size):
+  return sweep(rule, inputs, labels, row_valid, chunk_size), (inputs, labels, row_valid)
+
+
+def _per_row_bwd(rule, chunk_size, residuals, cotangent):
+  inputs, labels, row_valid = residuals
+  num_classes = inputs.kernel.shape[1]
+  _, grads = sweep(rule, inputs, labels, row_valid, chunk_size,
+                   row_scale=cotangent / num_classes)
+  return grads, None, None
+
+
+per_row_loss.defvjp(_per_row_fwd, _per_row_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4, 5))
+def reduced_loss(rule, inputs, labels, row_valid, chunk_size, reduction):
+  """The mean or sum of the per-row losses; the gradients come with the value."""
+  return _reduce(sweep(rule, inputs, labels, row_valid, chunk_size), reduction)
+
+
+def _reduce(per_row, reduction):
+  return jnp.mean(per_row) if reduction == "mean" else jnp.sum(per_row)
+
+
+def _reduced_fwd(rule, inputs, labels, row_valid, chunk_size, reduction):
+  num_rows, num_classes = inputs.features.shape[0], inputs.kernel.shape[1]
+  weight = 1 / num_rows if reduction == "mean" and num_rows else 1
+  scale = jnp.full((num_rows,), weight / num_classes, inputs.features.dtype)
+  per_row, grads = sweep(rule, inputs, labels, row_valid, chunk_size, row_scale=scale)
+  return _reduce(per_row, reduction), grads
+
+
+def _reduced_bwd(rule, chunk_size, reduction, grads, cotangent):
+  del rule, chunk_size, reduction
+  return jax.tree.map(lambda g: cotangent * g, grads), None, None
+
+
+reduced_loss.defvjp(_reduced_fwd, _reduced_bwd)
+
+
+def top_k(features: jax.Array, kernel: jax.Array, bias: jax.Array | None, k: int,
+          chunk_size: int) -> tuple[jax.Array, jax.Array]:
+  """The ``k`` highest scores of each row and their classes, chunk by chunk.
+
+  Equal to ``lax.top_k(features @ kernel + bias, k)``, ties included: a
+  chunk's candidates come after the ones kept from earlier (lower) classes,
+  and ``lax.top_k`` keeps the first of equal values.
+  """
+  num_classes = kernel.shape[1]
+  chunk_size = max(chunk_size, min(k, num_classes))
+
+  def best(scores, start):
+    values, index = lax.top_k(scores, min(k, scores.shape[1]))
+    return values, index + start
+
+  def visit(carry, start, width):
+    scores, _ = _chunk_scores(features, kernel, bias, start, width)
+    values, index = best(scores, start)
+    if carry is None:
+      return values, index
+    values = jnp.concatenate([carry[0], values], axis=1)
+    index = jnp.concatenate([carry[1], index], axis=1)
+    values, position = lax.top_k(values, k)
+    return values, jnp.take_along_axis(index, position, axis=1)
+
+  first = min(chunk_size, num_classes)
+  carry = visit(None, 0, first)
+  rest = num_classes - first
+  if rest:
+    def shifted(c, start, width):
+      return visit(c, start + first, width)
+    carry = _for_each_chunk(rest, chunk_size, shifted, carry)
+  return carry

@@ -1,0 +1,413 @@
+r"""Fused classifier + margin loss for extreme label spaces: no ``(N, C)`` scores.
+
+Each function takes the inputs of a linear classifier head, with scores
+
+.. math::
+  s = \mathrm{features} \cdot \mathrm{kernel} + \mathrm{bias}
+
+in Flax's ``Dense`` / ``nnx.Linear`` layout (``kernel`` is ``(D, C)``), and
+computes the loss on those scores one chunk of classes at a time. Neither the
+``(N, C)`` scores nor their gradient is ever stored: memory is
+``O(N * chunk_size + N * K * D)`` on top of the kernel and its gradient, so a
+million classes fit where the unfused loss needs tens of GB.
+
+Each loss equals the unfused loss of the materialised scores, in value and
+in gradients (to the float rounding of the matmul), with torch's conventions:
+strict kink, NaN terms dropped, and a label outside the valid range gives
+NaN under ``jit``, ``ValueError`` when concrete, and an error under
+``checkify``. Labels of the multi-label losses are compact **label lists**
+``(N, K)``: class indices padded with ``-1`` after the last label (torch's
+padded format at width ``K`` instead of ``C``); :mod:`jaxmargin.losses` has
+converters from multi-hot and padded targets.
+
+``reduction="none"`` (the default, as in Optax) gives one loss per example;
+its backward pass computes each chunk's scores again (four matmuls a step
+against three unfused). ``reduction="mean"`` or ``"sum"`` gives a scalar and
+computes the gradients during the forward pass, as fused cross-entropy
+kernels do, so a training step costs the three matmuls of the unfused one.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> from jaxmargin import linear
+  >>> features = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+  >>> kernel = jnp.array([[0.1, 0.2, 0.4, 0.8], [0.9, 0.2, 0.1, 0.0]])
+  >>> labels = jnp.array([[3, 0], [0, -1]])       # label lists, -1 padded
+  >>> loss = linear.multilabel_margin_loss(features, kernel, labels)
+  >>> print([round(float(v), 4) for v in loss])
+  [0.85, 0.15]
+  >>> grads = jax.grad(linear.multilabel_margin_loss, argnums=(0, 1))(
+  ...     features, kernel, labels, reduction="mean")
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxmargin import _fused
+from jaxmargin import _validation as v
+from jaxmargin._multi_margin import FusedMultiMargin, _safe_target, _valid_rows
+from jaxmargin._multilabel_margin import (FUSED_COMPARE_MAX_SLOTS, FusedMultilabelMargin,
+                                          LabelLists)
+from jaxmargin._reduction import REDUCTIONS
+from jaxmargin._sharding import gather_like_index
+from jaxmargin._soft_margin import FusedSoftMargin
+
+__all__ = [
+    "multi_margin_loss",
+    "multilabel_margin_loss",
+    "multilabel_soft_margin_loss",
+    "top_k",
+]
+
+
+def _classifier(fn, features, kernel, bias):
+  """Checked ``features (N, D)``, ``kernel (D, C)``, ``bias (C,)``, cast to the compute dtype.
+
+  Returns the three arrays and the output dtype.
+  """
+  h = v.as_float_array(fn, "features", features)
+  w = v.as_float_array(fn, "kernel", kernel)
+  if h.ndim != 2:
+    raise ValueError(f"{fn}: features shape {h.shape} is not 2-D; expected (N, D)")
+  if w.ndim != 2 or w.shape[0] != h.shape[1]:
+    raise ValueError(f"{fn}: kernel shape {w.shape} does not fit features shape "
+                     f"{h.shape}; expected ({h.shape[1]}, C), one column per class")
+  if w.shape[1] == 0:
+    raise ValueError(f"{fn}: kernel shape {w.shape} has no class; expected C >= 1")
+  arrays = [h, w]
+  if bias is not None:
+    b = v.as_float_array(fn, "bias", bias)
+    if b.shape != (w.shape[1],):
+      raise ValueError(f"{fn}: bias shape {b.shape} does not match the {w.shape[1]} "
+                       f"classes of kernel; expected ({w.shape[1]},)")
+    arrays.append(b)
+  out_dtype = jnp.result_type(*arrays)
+  dtype = v.compute_dtype(out_dtype)
+  h, w = h.astype(dtype), w.astype(dtype)
+  b = None if bias is None else arrays[2].astype(dtype)
+  return h, w, b, out_dtype
+
+
+def _chunk_size(fn, chunk_size, num_rows, num_classes):
+  if chunk_size is None:
+    return _fused.auto_chunk_size(num_rows, num_classes)
+  if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+    raise TypeError(f"{fn}: chunk_size is {chunk_size!r}; expected a positive int or None")
+  if chunk_size <= 0:
+    raise ValueError(f"{fn}: chunk_size is {chunk_size}; expected a positive int or None")
+  return min(chunk_size, num_classes)
+
+
+def _check_reduction(fn, reduction):
+  if reduction not in REDUCTIONS:
+    raise ValueError(f"{fn}: reduction is {reduction!r}; expected one of "
+                     f"{', '.join(map(repr, REDUCTIONS))}")
+
+
+def _label_lists(fn, labels, num_rows):
+  y = v.as_index_array(fn, "labels", labels)
+  if y.ndim != 2 or y.shape[0] != num_rows:
+    raise ValueError(f"{fn}: labels shape {y.shape} is not a label list for the "
+                     f"{num_rows} rows of features; expected ({num_rows}, K): class "
+                     "indices padded with -1")
+  return y
+
+
+def _class_weights(fn, class_weights, num_classes, dtype):
+  if class_weights is None:
+    return None
+  w = v.as_real_array(fn, "class_weights", class_weights)
+  if w.shape != (num_classes,):
+    raise ValueError(f"{fn}: class_weights shape {w.shape} does not match the "
+                     f"{num_classes} classes of kernel; expected ({num_classes},)")
+  return w.astype(dtype)
+
+
+def _loss(rule, inputs, lists, row_valid, reduction, chunk_size, out_dtype):
+  labels = _fused.LabelSlots(lists.slot_index, lists.slot_valid)
+  if reduction == "none":
+    out = _fused.per_row_loss(rule, inputs, labels, row_valid, chunk_size)
+  else:
+    out = _fused.reduced_loss(rule, inputs, labels, row_valid, chunk_size, reduction)
+  return out.astype(out_dtype)
+
+
+def _checked(fn, loss, labels, low, num_classes):
+  """``loss``, with the label values checked (``ValueError`` now, or checkify)."""
+  return v.check_target_range(fn, labels, low, num_classes - 1, name="labels",
+                              carrier=loss)
+
+
+@functools.partial(jax.jit, static_argnames=("reduction", "chunk_size", "method"))
+def _multilabel_margin(features, kernel, labels, bias, margin, *, reduction, chunk_size,
+                       method="auto"):
+  fn = "multilabel_margin_loss"
+  _check_reduction(fn, reduction)
+  h, w, b, out_dtype = _classifier(fn, features, kernel, bias)
+  num_rows, num_classes = h.shape[0], w.shape[1]
+  y = _label_lists(fn, labels, num_rows)
+  m = v.as_scalar_margin(fn, margin).astype(h.dtype)
+  chunk_size = _chunk_size(fn, chunk_size, num_rows, num_classes)
+  if method == "auto":
+    method = "compare" if y.shape[1] <= FUSED_COMPARE_MAX_SLOTS else "search"
+  lists = LabelLists(y, num_classes)
+  return _loss(FusedMultilabelMargin(method), _fused.Inputs(h, w, b, (), (m,)), lists,
+               lists.row_valid, reduction, chunk_size, out_dtype)
+
+
+def multilabel_margin_loss(
+    features: jax.typing.ArrayLike,
+    kernel: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    bias: jax.typing.ArrayLike | None = None,
+    margin: float | jax.typing.ArrayLike = 1.0,
+    reduction: str = "none",
+    chunk_size: int | None = None,
+) -> jax.Array:
+  r"""Multi-label margin loss of a linear classifier, without its ``(N, C)`` scores.
+
+  With scores :math:`x = h W + b` over :math:`C` classes and the label list
+  :math:`L` of each row (its entries before the first ``-1``),
+
+  .. math::
+    \ell(x, L) = \frac{1}{C} \sum_{j \in L} \sum_{d \notin L}
+                 \max(0,\ \mathrm{margin} - x_j + x_d),
+
+  torch's ``multilabel_margin_loss`` (a label listed twice counts twice in
+  the outer sum). Equals ``jaxmargin.multilabel_margin_loss(x, labels padded
+  with -1 to width C, reduction="none")`` for ``margin=1``, in value and in
+  the gradients with respect to ``features``, ``kernel``, ``bias`` and
+  ``margin``. The hinge part costs O(N*C*K) compares for ``K`` up to 48 and
+  O(N*C*log K) beyond.
+
+  Args:
+    features: ``(N, D)`` floating inputs of the classifier.
+    kernel: ``(D, C)`` classifier weights (``nnx.Linear``'s ``kernel``).
+    labels: ``(N, K)`` integer label lists: class indices in ``[0, C-1]``,
+      padded with ``-1`` after the last label. A value outside ``[-1, C-1]``
+      raises ``ValueError`` when concrete, fails a ``checkify`` check when
+      traced, and otherwise makes its row NaN.
+    bias: optional ``(C,)`` classifier bias.
+    margin: the margin (a number or a scalar array; differentiable).
+    reduction: ``"none"`` (per row), ``"mean"`` or ``"sum"``.
+    chunk_size: classes per chunk (static); ``None`` picks about four
+      million scores per chunk. Any value gives the same result.
+
+  Returns:
+    ``(N,)`` losses, or a scalar for ``"mean"`` and ``"sum"``, in the result
+    dtype of ``features``, ``kernel`` and ``bias``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmargin import linear
+    >>> features = jnp.array([[1.0, 2.0]])
+    >>> kernel = jnp.array([[0.1, 0.2, 0.4, 0.8], [0.0, 0.0, 0.0, 0.0]])
+    >>> loss = linear.multilabel_margin_loss(features, kernel, jnp.array([[3, 0]]))
+    >>> print(f"{float(loss[0]):.4f}")
+    0.8500
+  """
+  loss = _multilabel_margin(features, kernel, labels, bias, margin, reduction=reduction,
+                            chunk_size=chunk_size)
+  return _checked("multilabel_margin_loss", loss, labels, -1, jnp.shape(kernel)[-1])
+
+
+@functools.partial(jax.jit, static_argnames=("p", "reduction", "chunk_size"))
+def _multi_margin(features, kernel, labels, bias, margin, class_weights, *, p, reduction,
+                  chunk_size):
+  fn = "multi_margin_loss"
+  p = v.check_p(fn, p)
+  _check_reduction(fn, reduction)
+  h, w, b, out_dtype = _classifier(fn, features, kernel, bias)
+  num_rows, num_classes = h.shape[0], w.shape[1]
+  y = v.as_index_array(fn, "labels", labels)
+  if y.shape != (num_rows,):
+    raise ValueError(f"{fn}: labels shape {y.shape} does not match the {num_rows} rows "
+                     f"of features; expected ({num_rows},), one class index per row")
+  m = v.as_scalar_margin(fn, margin).astype(h.dtype)
+  chunk_size = _chunk_size(fn, chunk_size, num_rows, num_classes)
+  row_args = (m,)
+  weights = _class_weights(fn, class_weights, num_classes, h.dtype)
+  if weights is not None:
+    # Gathered outside the fused rule: JAX's gather rule gives its gradient.
+    row_args += (gather_like_index(weights, _safe_target(y, num_classes)),)
+  lists = LabelLists(y[:, None], num_classes)
+  return _loss(FusedMultiMargin(p), _fused.Inputs(h, w, b, (), row_args), lists,
+               _valid_rows(y, num_classes), reduction, chunk_size, out_dtype)
+
+
+def multi_margin_loss(
+    features: jax.typing.ArrayLike,
+    kernel: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    bias: jax.typing.ArrayLike | None = None,
+    p: int = 1,
+    margin: float | jax.typing.ArrayLike = 1.0,
+    class_weights: jax.typing.ArrayLike | None = None,
+    reduction: str = "none",
+    chunk_size: int | None = None,
+) -> jax.Array:
+  r"""Multi-class margin loss of a linear classifier, without its ``(N, C)`` scores.
+
+  With scores :math:`x = h W + b` over :math:`C` classes and label :math:`y`,
+
+  .. math::
+    \ell(x, y) = \frac{1}{C} \sum_{d \ne y} w_y \max(0,\ \mathrm{margin} - x_y + x_d)^p,
+
+  torch's ``multi_margin_loss``. Equals ``jaxmargin.multi_margin_loss(x, y,
+  p=p, margin=margin, weight=class_weights, reduction="none")`` in value and
+  in the gradients with respect to ``features``, ``kernel``, ``bias``,
+  ``margin`` and ``class_weights``.
+
+  Args:
+    features: ``(N, D)`` floating inputs of the classifier.
+    kernel: ``(D, C)`` classifier weights.
+    labels: ``(N,)`` integer class indices in ``[0, C-1]`` (out of range: as
+      in :func:`multilabel_margin_loss`).
+    bias: optional ``(C,)`` classifier bias.
+    p: 1 or 2.
+    margin: the margin (a number or a scalar array; differentiable).
+    class_weights: optional ``(C,)`` weights; the label's weight multiplies its
+      row's terms (differentiable).
+    reduction: ``"none"`` (per row), ``"mean"`` or ``"sum"``.
+    chunk_size: classes per chunk (static); ``None`` picks one.
+
+  Returns:
+    ``(N,)`` losses, or a scalar for ``"mean"`` and ``"sum"``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmargin import linear
+    >>> features = jnp.array([[1.0, 2.0]])
+    >>> kernel = jnp.array([[0.1, 0.2, 0.4, 0.8], [0.0, 0.0, 0.0, 0.0]])
+    >>> loss = linear.multi_margin_loss(features, kernel, jnp.array([3]))
+    >>> print(f"{float(loss[0]):.4f}")
+    0.3250
+  """
+  loss = _multi_margin(features, kernel, labels, bias, margin, class_weights, p=p,
+                       reduction=reduction, chunk_size=chunk_size)
+  return _checked("multi_margin_loss", loss, labels, 0, jnp.shape(kernel)[-1])
+
+
+@functools.partial(jax.jit, static_argnames=("reduction", "chunk_size"))
+def _multilabel_soft_margin(features, kernel, labels, bias, class_weights, *, reduction,
+                            chunk_size):
+  fn = "multilabel_soft_margin_loss"
+  _check_reduction(fn, reduction)
+  h, w, b, out_dtype = _classifier(fn, features, kernel, bias)
+  num_rows, num_classes = h.shape[0], w.shape[1]
+  y = _label_lists(fn, labels, num_rows)
+  chunk_size = _chunk_size(fn, chunk_size, num_rows, num_classes)
+  weights = _class_weights(fn, class_weights, num_classes, h.dtype)
+  class_args = () if weights is None else (weights,)
+  lists = LabelLists(y, num_classes)
+  return _loss(FusedSoftMargin(), _fused.Inputs(h, w, b, class_args, ()), lists,
+               lists.row_valid, reduction, chunk_size, out_dtype)
+
+
+def multilabel_soft_margin_loss(
+    features: jax.typing.ArrayLike,
+    kernel: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    bias: jax.typing.ArrayLike | None = None,
+    class_weights: jax.typing.ArrayLike | None = None,
+    reduction: str = "none",
+    chunk_size: int | None = None,
+) -> jax.Array:
+  r"""Multi-label soft margin loss of a linear classifier, without its ``(N, C)`` scores.
+
+  With scores :math:`x = h W + b` over :math:`C` classes and targets
+  :math:`t_c = 1` for the listed classes, 0 otherwise,
+
+  .. math::
+    \ell(x, t) = -\frac{1}{C} \sum_{c} w_c \left[ t_c \log\sigma(x_c)
+                 + (1 - t_c) \log\sigma(-x_c) \right],
+
+  torch's ``multilabel_soft_margin_loss``. Equals
+  ``jaxmargin.multilabel_soft_margin_loss(x, multi_hot, weight=class_weights,
+  reduction="none")`` with the multi-hot targets of the label lists (a label
+  listed twice is one label), in value and in the gradients with respect to
+  ``features``, ``kernel``, ``bias`` and ``class_weights``.
+
+  Args:
+    features: ``(N, D)`` floating inputs of the classifier.
+    kernel: ``(D, C)`` classifier weights.
+    labels: ``(N, K)`` integer label lists padded with ``-1`` (out of range:
+      as in :func:`multilabel_margin_loss`).
+    bias: optional ``(C,)`` classifier bias.
+    class_weights: optional ``(C,)`` weights (differentiable).
+    reduction: ``"none"`` (per row), ``"mean"`` or ``"sum"``.
+    chunk_size: classes per chunk (static); ``None`` picks one.
+
+  Returns:
+    ``(N,)`` losses, or a scalar for ``"mean"`` and ``"sum"``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmargin import linear
+    >>> features = jnp.array([[1.0, 2.0]])
+    >>> kernel = jnp.array([[0.1, 0.2, 0.4, 0.8], [0.0, 0.0, 0.0, 0.0]])
+    >>> loss = linear.multilabel_soft_margin_loss(features, kernel, jnp.array([[0, 3]]))
+    >>> print(f"{float(loss[0]):.4f}")
+    0.6817
+  """
+  loss = _multilabel_soft_margin(features, kernel, labels, bias, class_weights,
+                                 reduction=reduction, chunk_size=chunk_size)
+  return _checked("multilabel_soft_margin_loss", loss, labels, -1, jnp.shape(kernel)[-1])
+
+
+@functools.partial(jax.jit, static_argnames=("k", "chunk_size"))
+def _top_k(features, kernel, bias, *, k, chunk_size):
+  fn = "top_k"
+  h, w, b, out_dtype = _classifier(fn, features, kernel, bias)
+  num_rows, num_classes = h.shape[0], w.shape[1]
+  if isinstance(k, bool) or not isinstance(k, int):
+    raise TypeError(f"{fn}: k is {k!r}; expected an int in [1, {num_classes}]")
+  if not 1 <= k <= num_classes:
+    raise ValueError(f"{fn}: k is {k}; expected 1 <= k <= C = {num_classes}, the "
+                     "classes of kernel")
+  chunk_size = _chunk_size(fn, chunk_size, num_rows, num_classes)
+  values, index = _fused.top_k(h, w, b, k, chunk_size)
+  return values.astype(out_dtype), index
+
+
+def top_k(
+    features: jax.typing.ArrayLike,
+    kernel: jax.typing.ArrayLike,
+    k: int,
+    *,
+    bias: jax.typing.ArrayLike | None = None,
+    chunk_size: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
+  """The ``k`` highest scores of each row of a linear classifier, and their classes.
+
+  Equals ``jax.lax.top_k(features @ kernel + bias, k)`` (ties go to the lower
+  class index) without the ``(N, C)`` scores: the inference and metrics
+  counterpart of the fused losses, with the same memory bound.
+
+  Args:
+    features: ``(N, D)`` floating inputs of the classifier.
+    kernel: ``(D, C)`` classifier weights.
+    k: how many classes per row (static), ``1 <= k <= C``.
+    bias: optional ``(C,)`` classifier bias.
+    chunk_size: classes per chunk (static); ``None`` picks one.
+
+  Returns:
+    ``(values, indices)``, both ``(N, k)``: each row's scores in decreasing
+    order and their int32 class indices.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxmargin import linear
+    >>> features = jnp.array([[1.0, 2.0]])
+    >>> kernel = jnp.array([[0.1, 0.2, 0.4, 0.8], [0.0, 1.0, 0.0, 0.0]])
+    >>> values, indices = linear.top_k(features, kernel, 2)
+    >>> print(indices, values)
+    [[1 3]] [[2.2 0.8]]
+  """
+  return _top_k(features, kernel, bias, k=k, chunk_size=chunk_size)
