@@ -204,3 +204,19 @@ def check_multi_hot(fn: str, labels: jax.Array, carrier: jax.Array,
   if labels.size == 0:
     return carrier
   return check_values(MultiHot(fn, name), labels, carrier)
+
+
+@dataclasses.dataclass(frozen=True)
+class ListLength:
+  """The check that no label list is longer than ``limit``."""
+
+  fn: str
+  name: str
+  limit: int
+
+  def __call__(self, lengths: jax.Array) -> tuple[jax.Array, str, dict[str, jax.Array]]:
+    longest = jnp.max(lengths, initial=0)
+    message = (f"{self.fn}: {self.name} has a row with {{longest}} labels; expected at "
+               f"most max_labels={self.limit}")
+    return longest <= self.limit, message, {"longest": longest}
+

@@ -30,7 +30,9 @@ from jaxmargin import _validation as v
 from jaxmargin._multi_margin import multi_margin_per_sample
 from jaxmargin._multilabel_margin import multilabel_margin_per_sample
 from jaxmargin._soft_margin import multilabel_soft_margin_per_sample
-from jaxmargin._targets import multi_hot_to_padded, padded_to_multi_hot
+from jaxmargin._targets import (label_list_to_multi_hot, label_list_to_padded,
+                                multi_hot_to_label_list, multi_hot_to_padded,
+                                padded_to_label_list, padded_to_multi_hot)
 
 __all__ = [
     "multiclass_margin_loss",
@@ -38,6 +40,10 @@ __all__ = [
     "multilabel_soft_margin_loss",
     "multi_hot_to_padded",
     "padded_to_multi_hot",
+    "label_list_to_multi_hot",
+    "label_list_to_padded",
+    "multi_hot_to_label_list",
+    "padded_to_label_list",
 ]
 
 
