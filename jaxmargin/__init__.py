@@ -1,6 +1,6 @@
 """jaxmargin: PyTorch's margin-based losses for JAX, with torch's exact semantics."""
 
-from jaxmargin import functional, losses
+from jaxmargin import functional, linear, losses
 from jaxmargin.functional import (
     multi_margin_loss,
     multilabel_margin_loss,
@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "functional",
+    "linear",
     "losses",
     "multi_margin_loss",
     "multilabel_margin_loss",

@@ -11,14 +11,27 @@ from jaxmargin._fused import Chunk, ChunkShare, RowTotals
 from jaxmargin._row_sums import row_sums
 
 
-def _neg_log_sigmoids(x):
+def _neg_log_sigmoids(x, decay=None):
   """``(-log sigmoid(x), -log sigmoid(-x))``, i.e. ``(softplus(-x), softplus(x))``.
 
   Both share ``log1p(exp(-|x|))``: one exp and one log1p per element instead
-  of two each, and neither overflows for any finite ``x``.
+  of two each, and neither overflows for any finite ``x``. ``decay`` is
+  ``exp(-|x|)`` if the caller has it.
   """
-  shared = jnp.log1p(jnp.exp(-jnp.abs(x)))
+  shared = jnp.log1p(_decay(x) if decay is None else decay)
   return jnp.maximum(-x, 0) + shared, jnp.maximum(x, 0) + shared
+
+
+def _decay(x):
+  return jnp.exp(-jnp.abs(x))
+
+
+def _sigmoids(x, decay):
+  """``(sigmoid(x), sigmoid(-x))`` from ``decay = exp(-|x|)``: a division, no more exps."""
+  near = 1 / (1 + decay)        # the sigmoid of |x|
+  far = decay * near            # the sigmoid of -|x|
+  positive = x >= 0
+  return jnp.where(positive, near, far), jnp.where(positive, far, near)
 
 
 def _weighted(weight, a):
@@ -49,14 +62,16 @@ def _terms(target, positive_part, negative_part):
 def _soft_margin_terms_jvp(primals, tangents):
   x, target, weight = primals
   dx, dtarget, dweight = tangents
-  positive_part, negative_part = _neg_log_sigmoids(x)
+  decay = _decay(x)
+  positive_part, negative_part = _neg_log_sigmoids(x, decay)
+  sigmoid, sigmoid_of_minus = _sigmoids(x, decay)
   terms = _terms(target, positive_part, negative_part)
   # sigma(x) - t, written as (1 - t) sigma(x) - t sigma(-x): for t = 1 and
   # x >> 0 the plain difference cancels to 0, this keeps -sigma(-x) exact.
   # The weight goes into each branch, as torch's autograd takes it, so that an
   # infinite weight gives torch's NaN (inf * 0) in the derivatives too.
-  slope = (_weighted(weight, 1 - target) * jax.nn.sigmoid(x)
-           - _weighted(weight, target) * jax.nn.sigmoid(-x))
+  slope = (_weighted(weight, 1 - target) * sigmoid
+           - _weighted(weight, target) * sigmoid_of_minus)
   target_slope = _weighted(weight, positive_part) - _weighted(weight, negative_part)
   tangent = slope * dx + target_slope * dtarget
   if weight is not None:

@@ -17,8 +17,8 @@ DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
 PAGES = [page for page in PAGES if "_build" not in page.relative_to(DOCS).parts]
 API_PAGES = sorted((DOCS / "api").glob("*.md"))
-PUBLIC_MODULES = ("jaxmargin", "jaxmargin.functional", "jaxmargin.losses", "jaxmargin.nnx",
-                  "jaxmargin.linen")
+PUBLIC_MODULES = ("jaxmargin", "jaxmargin.functional", "jaxmargin.losses", "jaxmargin.linear",
+                  "jaxmargin.nnx", "jaxmargin.linen")
 
 # An autodoc directive, in MyST's ```{autofunction} form or in an eval-rst
 # block's ``.. autofunction::`` form, and the option lines that follow it.
@@ -110,7 +110,8 @@ def test_every_page_has_a_python_snippet_or_is_known_not_to():
   without = {p.relative_to(DOCS).as_posix() for p in PAGES
              if not snippets.python_blocks(p.read_text())}
   assert without <= {"changelog.md", "performance.md", "api/index.md", "api/jaxmargin.md",
-                     "api/functional.md", "api/losses.md", "api/nnx.md", "api/linen.md"}
+                     "api/functional.md", "api/losses.md", "api/linear.md", "api/nnx.md",
+                     "api/linen.md"}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(DOCS).as_posix())
