@@ -194,8 +194,8 @@ def multilabel_margin_loss(
     bias: optional ``(C,)`` classifier bias.
     margin: the margin (a number or a scalar array; differentiable).
     reduction: ``"none"`` (per row), ``"mean"`` or ``"sum"``.
-    chunk_size: classes per chunk (static); ``None`` picks about four
-      million scores per chunk. Any value gives the same result.
+    chunk_size: classes per chunk (static); ``None`` picks about a million
+      scores per chunk (4 MB in float32). Any value gives the same result.
 
   Returns:
     ``(N,)`` losses, or a scalar for ``"mean"`` and ``"sum"``, in the result
