@@ -101,6 +101,25 @@ class Inputs(NamedTuple):
   row_args: tuple              # scalars or (N,) arrays, one value per row
 
 
+def gather_in_rows(table: jax.Array, index: jax.Array) -> jax.Array:
+  """``table[n, index[n, b]]`` for a small per-row ``table`` and in-bounds ``index``.
+
+  One gather from the flattened table: on XLA:CPU about twice as fast in a
+  chunk as ``take_along_axis``, whose row-and-column indices it builds in full.
+  """
+  width = table.shape[1]
+  rows = (jnp.arange(index.shape[0], dtype=index.dtype) * width)[:, None]
+  return table.reshape(-1).at[rows + index].get(mode="promise_in_bounds")
+
+
+def count_in_rows(index: jax.Array, bins: int) -> jax.Array:
+  """``(N, bins)`` histogram of each row of an in-bounds ``(N, B)`` index."""
+  rows = (jnp.arange(index.shape[0], dtype=index.dtype) * bins)[:, None]
+  counts = jnp.zeros(index.shape[0] * bins, jnp.int32)
+  counts = counts.at[(rows + index).reshape(-1)].add(1, mode="promise_in_bounds")
+  return counts.reshape(index.shape[0], bins)
+
+
 def _labels_in_chunk(labels, start, width):
   """``(N, width)`` mask of the listed classes among ``start .. start + width - 1``."""
   local = labels.slot_index - start

@@ -181,7 +181,7 @@ def multilabel_margin_loss(
   the outer sum). Equals ``jaxmargin.multilabel_margin_loss(x, labels padded
   with -1 to width C, reduction="none")`` for ``margin=1``, in value and in
   the gradients with respect to ``features``, ``kernel``, ``bias`` and
-  ``margin``. The hinge part costs O(N*C*K) compares for ``K`` up to 48 and
+  ``margin``. The hinge part costs O(N*C*K) compares for ``K`` up to 128 and
   O(N*C*log K) beyond.
 
   Args:

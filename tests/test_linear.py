@@ -208,7 +208,7 @@ def test_torch_linear_then_loss_agrees():
 
 @pytest.mark.parametrize("slots", [FUSED_COMPARE_MAX_SLOTS, FUSED_COMPARE_MAX_SLOTS + 1])
 def test_auto_method_on_either_side_of_the_switch(slots):
-  h, w, b, lists, y = problem(6, num_classes=80, slots=slots)
+  h, w, b, lists, y = problem(6, num_classes=200, slots=slots)
   got = jax.value_and_grad(linear.multilabel_margin_loss, argnums=(0, 1))(
       h, w, lists, bias=b, reduction="sum", chunk_size=16)
   want = jax.value_and_grad(
