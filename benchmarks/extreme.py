@@ -245,6 +245,18 @@ def memory_rows():
 
 
 def peak_rss_bytes():
+  """This process's peak resident memory.
+
+  Linux's ``VmHWM`` when there is one: ``getrusage``'s ``ru_maxrss`` would
+  include the parent's resident memory at the ``fork`` that started this
+  process (it keeps the largest of the old and new images across ``exec``).
+  """
+  try:
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) * 1024
+  except OSError:
+    pass
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 

@@ -51,7 +51,6 @@ from jaxmargin import _validation as v
 from jaxmargin._multi_margin import FusedMultiMargin, _safe_target, _valid_rows
 from jaxmargin._multilabel_margin import (FUSED_COMPARE_MAX_SLOTS, FusedMultilabelMargin,
                                           LabelLists)
-from jaxmargin._reduction import REDUCTIONS
 from jaxmargin._sharding import gather_like_index
 from jaxmargin._soft_margin import FusedSoftMargin
 
@@ -63,67 +62,10 @@ __all__ = [
 ]
 
 
-def _classifier(fn, features, kernel, bias):
-  """Checked ``features (N, D)``, ``kernel (D, C)``, ``bias (C,)``, cast to the compute dtype.
-
-  Returns the three arrays and the output dtype.
-  """
-  h = v.as_float_array(fn, "features", features)
-  w = v.as_float_array(fn, "kernel", kernel)
-  if h.ndim != 2:
-    raise ValueError(f"{fn}: features shape {h.shape} is not 2-D; expected (N, D)")
-  if w.ndim != 2 or w.shape[0] != h.shape[1]:
-    raise ValueError(f"{fn}: kernel shape {w.shape} does not fit features shape "
-                     f"{h.shape}; expected ({h.shape[1]}, C), one column per class")
-  if w.shape[1] == 0:
-    raise ValueError(f"{fn}: kernel shape {w.shape} has no class; expected C >= 1")
-  arrays = [h, w]
-  if bias is not None:
-    b = v.as_float_array(fn, "bias", bias)
-    if b.shape != (w.shape[1],):
-      raise ValueError(f"{fn}: bias shape {b.shape} does not match the {w.shape[1]} "
-                       f"classes of kernel; expected ({w.shape[1]},)")
-    arrays.append(b)
-  out_dtype = jnp.result_type(*arrays)
-  dtype = v.compute_dtype(out_dtype)
-  h, w = h.astype(dtype), w.astype(dtype)
-  b = None if bias is None else arrays[2].astype(dtype)
-  return h, w, b, out_dtype
-
-
 def _chunk_size(fn, chunk_size, num_rows, num_classes):
   if chunk_size is None:
     return _fused.auto_chunk_size(num_rows, num_classes)
-  if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-    raise TypeError(f"{fn}: chunk_size is {chunk_size!r}; expected a positive int or None")
-  if chunk_size <= 0:
-    raise ValueError(f"{fn}: chunk_size is {chunk_size}; expected a positive int or None")
-  return min(chunk_size, num_classes)
-
-
-def _check_reduction(fn, reduction):
-  if reduction not in REDUCTIONS:
-    raise ValueError(f"{fn}: reduction is {reduction!r}; expected one of "
-                     f"{', '.join(map(repr, REDUCTIONS))}")
-
-
-def _label_lists(fn, labels, num_rows):
-  y = v.as_index_array(fn, "labels", labels)
-  if y.ndim != 2 or y.shape[0] != num_rows:
-    raise ValueError(f"{fn}: labels shape {y.shape} is not a label list for the "
-                     f"{num_rows} rows of features; expected ({num_rows}, K): class "
-                     "indices padded with -1")
-  return y
-
-
-def _class_weights(fn, class_weights, num_classes, dtype):
-  if class_weights is None:
-    return None
-  w = v.as_real_array(fn, "class_weights", class_weights)
-  if w.shape != (num_classes,):
-    raise ValueError(f"{fn}: class_weights shape {w.shape} does not match the "
-                     f"{num_classes} classes of kernel; expected ({num_classes},)")
-  return w.astype(dtype)
+  return min(v.check_chunk_size(fn, chunk_size), num_classes)
 
 
 def _loss(rule, inputs, lists, row_valid, reduction, chunk_size, out_dtype):
@@ -145,10 +87,10 @@ def _checked(fn, loss, labels, low, num_classes):
 def _multilabel_margin(features, kernel, labels, bias, margin, *, reduction, chunk_size,
                        method="auto"):
   fn = "multilabel_margin_loss"
-  _check_reduction(fn, reduction)
-  h, w, b, out_dtype = _classifier(fn, features, kernel, bias)
+  v.check_reduction_name(fn, reduction)
+  h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
   num_rows, num_classes = h.shape[0], w.shape[1]
-  y = _label_lists(fn, labels, num_rows)
+  y = v.label_list_array(fn, labels, num_rows)
   m = v.as_scalar_margin(fn, margin).astype(h.dtype)
   chunk_size = _chunk_size(fn, chunk_size, num_rows, num_classes)
   if method == "auto":
@@ -220,8 +162,8 @@ def _multi_margin(features, kernel, labels, bias, margin, class_weights, *, p, r
                   chunk_size):
   fn = "multi_margin_loss"
   p = v.check_p(fn, p)
-  _check_reduction(fn, reduction)
-  h, w, b, out_dtype = _classifier(fn, features, kernel, bias)
+  v.check_reduction_name(fn, reduction)
+  h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
   num_rows, num_classes = h.shape[0], w.shape[1]
   y = v.as_index_array(fn, "labels", labels)
   if y.shape != (num_rows,):
@@ -230,7 +172,7 @@ def _multi_margin(features, kernel, labels, bias, margin, class_weights, *, p, r
   m = v.as_scalar_margin(fn, margin).astype(h.dtype)
   chunk_size = _chunk_size(fn, chunk_size, num_rows, num_classes)
   row_args = (m,)
-  weights = _class_weights(fn, class_weights, num_classes, h.dtype)
+  weights = v.class_weight_vector(fn, class_weights, num_classes, h.dtype)
   if weights is not None:
     # Gathered outside the fused rule: JAX's gather rule gives its gradient.
     row_args += (gather_like_index(weights, _safe_target(y, num_classes)),)
@@ -297,12 +239,12 @@ def multi_margin_loss(
 def _multilabel_soft_margin(features, kernel, labels, bias, class_weights, *, reduction,
                             chunk_size):
   fn = "multilabel_soft_margin_loss"
-  _check_reduction(fn, reduction)
-  h, w, b, out_dtype = _classifier(fn, features, kernel, bias)
+  v.check_reduction_name(fn, reduction)
+  h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
   num_rows, num_classes = h.shape[0], w.shape[1]
-  y = _label_lists(fn, labels, num_rows)
+  y = v.label_list_array(fn, labels, num_rows)
   chunk_size = _chunk_size(fn, chunk_size, num_rows, num_classes)
-  weights = _class_weights(fn, class_weights, num_classes, h.dtype)
+  weights = v.class_weight_vector(fn, class_weights, num_classes, h.dtype)
   class_args = () if weights is None else (weights,)
   lists = LabelLists(y, num_classes)
   return _loss(FusedSoftMargin(), _fused.Inputs(h, w, b, class_args, ()), lists,
@@ -364,7 +306,7 @@ def multilabel_soft_margin_loss(
 @functools.partial(jax.jit, static_argnames=("k", "chunk_size"))
 def _top_k(features, kernel, bias, *, k, chunk_size):
   fn = "top_k"
-  h, w, b, out_dtype = _classifier(fn, features, kernel, bias)
+  h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
   num_rows, num_classes = h.shape[0], w.shape[1]
   if isinstance(k, bool) or not isinstance(k, int):
     raise TypeError(f"{fn}: k is {k!r}; expected an int in [1, {num_classes}]")

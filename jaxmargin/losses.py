@@ -109,12 +109,7 @@ def _multiclass_margin(scores, labels, margin, class_weights, where, *, p, axis)
     label_included = jnp.any(mask & is_label, axis=1, keepdims=True)
     mask = mask & label_included
     work = jnp.where(mask, work, jnp.where(is_label, 0, -jnp.inf))
-  if class_weights is not None:
-    w = v.as_real_array(fn, "class_weights", class_weights)
-    if w.shape != (num_classes,):
-      raise ValueError(f"{fn}: class_weights shape {w.shape} does not match the "
-                       f"{num_classes} classes of scores; expected ({num_classes},)")
-    class_weights = w.astype(dtype)
+  class_weights = v.class_weight_vector(fn, class_weights, num_classes, dtype, of="scores")
   m = v.as_scalar_margin(fn, margin)
   per_sample = multi_margin_per_sample(work, y, m.astype(dtype), class_weights, p)
   return _finish(_over_included(per_sample, mask, num_classes), batch_shape, x.dtype)
