@@ -44,6 +44,7 @@ import numpy as np
 
 import jaxmargin
 from jaxmargin import linear
+from run import device_description  # benchmarks/run.py, beside this script
 
 HERE = pathlib.Path(__file__).resolve().parent
 MLM, MM, SOFT = "multilabel_margin_loss", "multi_margin_loss", "multilabel_soft_margin_loss"
@@ -365,13 +366,6 @@ def plot(scaling, path, description):
   fig.suptitle("multilabel_margin_loss value_and_grad, float32, " + description)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-
-
-def device_description():
-  device = jax.devices()[0]
-  if device.platform == "cpu":
-    return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
-  return f"{device.platform.upper()} {device.device_kind}"
 
 
 def main():
