@@ -271,6 +271,12 @@ def test_vmap_over_batches_of_examples():
                                                          chunk_size=10))(batched)
   for row, h_i in zip(got, batched):
     assert_close(row, linear.multilabel_margin_loss(h_i, w, lists, bias=b))
+  # And the gradients of the reduced loss, computed in its forward pass.
+  def loss(h):
+    return linear.multilabel_margin_loss(h, w, lists, bias=b, reduction="mean", chunk_size=10)
+  grads = jax.vmap(jax.grad(loss))(batched)
+  for grad, h_i in zip(grads, batched):
+    assert_close(grad, jax.grad(loss)(h_i))
 
 
 def test_no_bias_is_a_zero_bias():
