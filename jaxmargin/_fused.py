@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxmargin._sharding import scatter_in_rows
+from jaxmargin._sharding import scatter_in_rows, vary_like
 
 # About this many scores per chunk (4 MB in float32), which stays in cache on a CPU
 # and is a small fraction of an accelerator's memory.
@@ -85,7 +85,7 @@ class Rule(Protocol):
 
 
 class LabelSlots(NamedTuple):
-  """Each row's label list: the ``(N, K)`` arrays of :class:`~jaxmargin._multilabel_margin.LabelLists`."""
+  """Each row's label list: the ``(N, K)`` arrays of ``_multilabel_margin.LabelLists``."""
 
   slot_index: jax.Array   # int32 class index of each valid slot, C elsewhere
   slot_valid: jax.Array   # bool: the slot holds a label
@@ -155,7 +155,8 @@ def _sum_rows(arg, per_row):
 
 
 def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
-          chunk_size: int, row_scale: jax.Array | None = None):
+          chunk_size: int, row_scale: jax.Array | None = None,
+          class_axis: str | None = None):
   """One pass over the class chunks.
 
   Args:
@@ -173,14 +174,23 @@ def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
   """
   features, kernel, bias, class_args, row_args = inputs
   num_rows, num_classes = features.shape[0], kernel.shape[1]
+  local = labels
+  if class_axis is not None:
+    # This device holds classes offset .. offset + C_local - 1 of the global C.
+    offset = lax.axis_index(class_axis) * num_classes
+    index = labels.slot_index - offset
+    mine = labels.slot_valid & (index >= 0) & (index < num_classes)
+    local = LabelSlots(jnp.where(mine, index, num_classes), mine)
   with_grads = row_scale is not None
-  safe = jnp.minimum(labels.slot_index, num_classes - 1)
+  safe = jnp.minimum(local.slot_index, num_classes - 1)
   label_scores = columns = None
   if rule.uses_label_scores:
     columns = jnp.take(kernel, safe, axis=1)                       # (D, N, K)
     label_scores = jnp.einsum("nd,dnk->nk", features, columns)
     if bias is not None:
       label_scores = label_scores + bias[safe]
+    if class_axis is not None:
+      label_scores = lax.psum(jnp.where(local.slot_valid, label_scores, 0), class_axis)
   context = rule.prepare(labels, label_scores, row_args)
   if with_grads:
     # Invalid rows poison their gradients, as the unfused losses do.
@@ -190,7 +200,7 @@ def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
     values, sums, grads = carry
     scores, kernel_chunk = _chunk_scores(features, kernel, bias, start, width)
     class_chunks = tuple(lax.dynamic_slice_in_dim(a, start, width) for a in class_args)
-    share = rule.chunk(context, Chunk(scores, _labels_in_chunk(labels, start, width),
+    share = rule.chunk(context, Chunk(scores, _labels_in_chunk(local, start, width),
                                       class_chunks), with_grads)
     values = values + share.values
     sums = jax.tree.map(jnp.add, sums, share.sums)
@@ -212,22 +222,30 @@ def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
           jnp.zeros((num_rows, first_width), features.dtype),
           jnp.zeros((num_rows, first_width), bool),
           tuple(a[:first_width] for a in class_args)), with_grads).sums)
-  sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape)
+  # Loop carries vary (in shard_map) over the mesh axes that the inputs do.
+  def zeros(shape, dtype):
+    return vary_like(features, jnp.zeros(shape, dtype))
+
+  sums = jax.tree.map(lambda s: zeros(s.shape, s.dtype), sums_shape)
   grads = None
   if with_grads:
-    grads = (jnp.zeros_like(features), jnp.zeros_like(kernel),
-             None if bias is None else jnp.zeros_like(bias),
-             tuple(jnp.zeros_like(a) for a in class_args))
-  values = jnp.zeros((num_rows,), features.dtype)
+    grads = (zeros(features.shape, features.dtype), zeros(kernel.shape, kernel.dtype),
+             None if bias is None else zeros(bias.shape, bias.dtype),
+             tuple(zeros(a.shape, a.dtype) for a in class_args))
+  values = zeros((num_rows,), features.dtype)
   values, sums, grads = _for_each_chunk(num_classes, chunk_size, visit,
                                         (values, sums, grads))
+  total_classes = num_classes
+  if class_axis is not None:
+    values, sums = lax.psum((values, sums), class_axis)
+    total_classes = num_classes * lax.axis_size(class_axis)
   totals = rule.finish(context, values, sums, with_grads)
-  per_row = jnp.where(row_valid, totals.values / num_classes, jnp.nan)
+  per_row = jnp.where(row_valid, totals.values / total_classes, jnp.nan)
   if not with_grads:
     return per_row
   g_features, g_kernel, g_bias, g_class = grads
   if rule.uses_label_scores:
-    d_label = jnp.where(labels.slot_valid, totals.dlabel, 0) * row_scale
+    d_label = jnp.where(local.slot_valid, totals.dlabel, 0) * row_scale
     g_features = g_features + jnp.einsum("nk,dnk->nd", d_label, columns)
     g_kernel = g_kernel.at[:, safe].add(jnp.einsum("nk,nd->dnk", d_label, features))
     if g_bias is not None:
@@ -236,47 +254,58 @@ def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
   return per_row, Inputs(g_features, g_kernel, g_bias, g_class, g_rows)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4))
-def per_row_loss(rule, inputs, labels, row_valid, chunk_size):
+def total_classes(kernel: jax.Array, class_axis: str | None) -> int:
+  """C: the kernel's columns, times the devices that split them in ``shard_map``."""
+  if class_axis is None:
+    return kernel.shape[1]
+  return kernel.shape[1] * lax.axis_size(class_axis)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4, 5))
+def per_row_loss(rule, inputs, labels, row_valid, chunk_size, class_axis=None):
   """The per-row losses; the backward pass sweeps the chunks again."""
-  return sweep(rule, inputs, labels, row_valid, chunk_size)
+  return sweep(rule, inputs, labels, row_valid, chunk_size, class_axis=class_axis)
 
 
-def _per_row_fwd(rule, inputs, labels, row_valid, chunk_size):
-  return sweep(rule, inputs, labels, row_valid, chunk_size), (inputs, labels, row_valid)
+def _per_row_fwd(rule, inputs, labels, row_valid, chunk_size, class_axis):
+  return (sweep(rule, inputs, labels, row_valid, chunk_size, class_axis=class_axis),
+          (inputs, labels, row_valid))
 
 
-def _per_row_bwd(rule, chunk_size, residuals, cotangent):
+def _per_row_bwd(rule, chunk_size, class_axis, residuals, cotangent):
   inputs, labels, row_valid = residuals
-  num_classes = inputs.kernel.shape[1]
-  _, grads = sweep(rule, inputs, labels, row_valid, chunk_size,
-                   row_scale=cotangent / num_classes)
+  scale = cotangent / total_classes(inputs.kernel, class_axis)
+  _, grads = sweep(rule, inputs, labels, row_valid, chunk_size, row_scale=scale,
+                   class_axis=class_axis)
   return grads, None, None
 
 
 per_row_loss.defvjp(_per_row_fwd, _per_row_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4, 5))
-def reduced_loss(rule, inputs, labels, row_valid, chunk_size, reduction):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4, 5, 6))
+def reduced_loss(rule, inputs, labels, row_valid, chunk_size, reduction, class_axis=None):
   """The mean or sum of the per-row losses; the gradients come with the value."""
-  return _reduce(sweep(rule, inputs, labels, row_valid, chunk_size), reduction)
+  return _reduce(sweep(rule, inputs, labels, row_valid, chunk_size, class_axis=class_axis),
+                 reduction)
 
 
 def _reduce(per_row, reduction):
   return jnp.mean(per_row) if reduction == "mean" else jnp.sum(per_row)
 
 
-def _reduced_fwd(rule, inputs, labels, row_valid, chunk_size, reduction):
-  num_rows, num_classes = inputs.features.shape[0], inputs.kernel.shape[1]
+def _reduced_fwd(rule, inputs, labels, row_valid, chunk_size, reduction, class_axis):
+  num_rows = inputs.features.shape[0]
   weight = 1 / num_rows if reduction == "mean" and num_rows else 1
-  scale = jnp.full((num_rows,), weight / num_classes, inputs.features.dtype)
-  per_row, grads = sweep(rule, inputs, labels, row_valid, chunk_size, row_scale=scale)
+  scale = weight / total_classes(inputs.kernel, class_axis)
+  scale = jnp.full((num_rows,), scale, inputs.features.dtype)
+  per_row, grads = sweep(rule, inputs, labels, row_valid, chunk_size, row_scale=scale,
+                         class_axis=class_axis)
   return _reduce(per_row, reduction), grads
 
 
-def _reduced_bwd(rule, chunk_size, reduction, grads, cotangent):
-  del rule, chunk_size, reduction
+def _reduced_bwd(rule, chunk_size, reduction, class_axis, grads, cotangent):
+  del rule, chunk_size, reduction, class_axis
   return jax.tree.map(lambda g: cotangent * g, grads), None, None
 
 
@@ -284,7 +313,7 @@ reduced_loss.defvjp(_reduced_fwd, _reduced_bwd)
 
 
 def top_k(features: jax.Array, kernel: jax.Array, bias: jax.Array | None, k: int,
-          chunk_size: int) -> tuple[jax.Array, jax.Array]:
+          chunk_size: int, class_axis: str | None = None) -> tuple[jax.Array, jax.Array]:
   """The ``k`` highest scores of each row and their classes, chunk by chunk.
 
   Equal to ``lax.top_k(features @ kernel + bias, k)``, ties included: a
@@ -315,4 +344,25 @@ def top_k(features: jax.Array, kernel: jax.Array, bias: jax.Array | None, k: int
     def shifted(c, start, width):
       return visit(c, start + first, width)
     carry = _for_each_chunk(rest, chunk_size, shifted, carry)
-  return carry
+  if class_axis is None:
+    return carry
+  # Each device's best k, in global classes, gathered in device (so class)
+  # order: the first of equal values is still the lowest class.
+  values, index = carry
+  shard = lax.axis_index(class_axis)
+  index = index + shard * num_classes
+  values, index = (_gather_over(a, shard, class_axis) for a in (values, index))
+  values, position = lax.top_k(values, k)
+  return values, jnp.take_along_axis(index, position, axis=1)
+
+
+def _gather_over(a, shard, axis_name):
+  """``all_gather(a, axis_name, axis=1, tiled=True)``, typed the same on every device.
+
+  Each device writes its block into zeros and a ``psum`` adds them: one
+  nonzero term per entry, so the sum is exact, and its result is known to
+  be replicated, which ``shard_map`` needs for a replicated output.
+  """
+  blocks = jnp.zeros((a.shape[0], a.shape[1] * lax.axis_size(axis_name)), a.dtype)
+  return lax.psum(lax.dynamic_update_slice_in_dim(blocks, a, shard * a.shape[1], 1),
+                  axis_name)

@@ -51,7 +51,7 @@ from jaxmargin import _validation as v
 from jaxmargin._multi_margin import FusedMultiMargin, _safe_target, _valid_rows
 from jaxmargin._multilabel_margin import (FUSED_COMPARE_MAX_SLOTS, FusedMultilabelMargin,
                                           LabelLists)
-from jaxmargin._sharding import gather_like_index
+from jaxmargin._sharding import gather_like_index, vary_like
 from jaxmargin._soft_margin import FusedSoftMargin
 
 __all__ = [
@@ -68,36 +68,57 @@ def _chunk_size(fn, chunk_size, num_rows, num_classes):
   return min(v.check_chunk_size(fn, chunk_size), num_classes)
 
 
-def _loss(rule, inputs, lists, row_valid, reduction, chunk_size, out_dtype):
+def _loss(rule, inputs, lists, row_valid, reduction, chunk_size, out_dtype, class_axis):
   labels = _fused.LabelSlots(lists.slot_index, lists.slot_valid)
+  # In shard_map, the classifier's inputs vary over the mesh axes that any of
+  # them does (features over a data axis, the kernel over the class axis):
+  # the custom rule's cotangents, partial sums, then may too, and shard_map's
+  # transpose of that sums them, the features' over the class axis, the
+  # kernel's over the data axis. The per-row arguments vary like the rows
+  # only: the rule gives them totals, the same on every class shard.
+  both = functools.partial(_vary_like_all, (inputs.features, inputs.kernel))
+  rows = functools.partial(_vary_like_all, (inputs.features,))
+  inputs = _fused.Inputs(*jax.tree.map(both, inputs[:4]), jax.tree.map(rows, inputs.row_args))
   if reduction == "none":
-    out = _fused.per_row_loss(rule, inputs, labels, row_valid, chunk_size)
+    out = _fused.per_row_loss(rule, inputs, labels, row_valid, chunk_size, class_axis)
   else:
-    out = _fused.reduced_loss(rule, inputs, labels, row_valid, chunk_size, reduction)
+    out = _fused.reduced_loss(rule, inputs, labels, row_valid, chunk_size, reduction,
+                              class_axis)
   return out.astype(out_dtype)
 
 
-def _checked(fn, loss, labels, low, num_classes):
+def _vary_like_all(arrays, a):
+  for array in arrays:
+    a = vary_like(array, a)
+  return a
+
+
+def _checked(fn, loss, labels, low, kernel, class_axis_name):
   """``loss``, with the label values checked (``ValueError`` now, or checkify)."""
+  num_classes = jnp.shape(kernel)[-1]
+  if class_axis_name is not None:
+    num_classes *= jax.lax.axis_size(class_axis_name)
   return v.check_target_range(fn, labels, low, num_classes - 1, name="labels",
                               carrier=loss)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction", "chunk_size", "method"))
+@functools.partial(jax.jit, static_argnames=("reduction", "chunk_size", "class_axis_name",
+                                             "method"))
 def _multilabel_margin(features, kernel, labels, bias, margin, *, reduction, chunk_size,
-                       method="auto"):
+                       class_axis_name=None, method="auto"):
   fn = "multilabel_margin_loss"
   v.check_reduction_name(fn, reduction)
   h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
-  num_rows, num_classes = h.shape[0], w.shape[1]
+  num_rows, num_classes = h.shape[0], _fused.total_classes(w, class_axis_name)
   y = v.label_list_array(fn, labels, num_rows)
   m = v.as_scalar_margin(fn, margin).astype(h.dtype)
-  chunk_size = _chunk_size(fn, chunk_size, num_rows, num_classes)
+  chunk_size = _chunk_size(fn, chunk_size, num_rows, w.shape[1])
   if method == "auto":
     method = "compare" if y.shape[1] <= FUSED_COMPARE_MAX_SLOTS else "search"
   lists = LabelLists(y, num_classes)
   return _loss(FusedMultilabelMargin(method), _fused.Inputs(h, w, b, (), (m,)), lists,
-               lists.row_valid, reduction, chunk_size, out_dtype)
+               lists.row_valid, reduction, chunk_size, out_dtype,
+               class_axis_name)
 
 
 def multilabel_margin_loss(
@@ -109,6 +130,7 @@ def multilabel_margin_loss(
     margin: float | jax.typing.ArrayLike = 1.0,
     reduction: str = "none",
     chunk_size: int | None = None,
+    class_axis_name: str | None = None,
 ) -> jax.Array:
   r"""Multi-label margin loss of a linear classifier, without its ``(N, C)`` scores.
 
@@ -138,6 +160,11 @@ def multilabel_margin_loss(
     reduction: ``"none"`` (per row), ``"mean"`` or ``"sum"``.
     chunk_size: classes per chunk (static); ``None`` picks about a million
       scores per chunk (4 MB in float32). Any value gives the same result.
+    class_axis_name: inside ``jax.shard_map``, the mesh axis that splits the
+      classes (static): each device holds ``kernel[:, c0:c1]`` and ``bias[c0:c1]``,
+      ``features`` and ``labels`` are the same on every device of that axis,
+      and labels keep their global class indices. The result is the one-device
+      result, on every device. ``None`` (the default): not split.
 
   Returns:
     ``(N,)`` losses, or a scalar for ``"mean"`` and ``"sum"``, in the result
@@ -153,24 +180,25 @@ def multilabel_margin_loss(
     0.8500
   """
   loss = _multilabel_margin(features, kernel, labels, bias, margin, reduction=reduction,
-                            chunk_size=chunk_size)
-  return _checked("multilabel_margin_loss", loss, labels, -1, jnp.shape(kernel)[-1])
+                            chunk_size=chunk_size, class_axis_name=class_axis_name)
+  return _checked("multilabel_margin_loss", loss, labels, -1, kernel, class_axis_name)
 
 
-@functools.partial(jax.jit, static_argnames=("p", "reduction", "chunk_size"))
+@functools.partial(jax.jit, static_argnames=("p", "reduction", "chunk_size",
+                                             "class_axis_name"))
 def _multi_margin(features, kernel, labels, bias, margin, class_weights, *, p, reduction,
-                  chunk_size):
+                  chunk_size, class_axis_name=None):
   fn = "multi_margin_loss"
   p = v.check_p(fn, p)
   v.check_reduction_name(fn, reduction)
   h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
-  num_rows, num_classes = h.shape[0], w.shape[1]
+  num_rows, num_classes = h.shape[0], _fused.total_classes(w, class_axis_name)
   y = v.as_index_array(fn, "labels", labels)
   if y.shape != (num_rows,):
     raise ValueError(f"{fn}: labels shape {y.shape} does not match the {num_rows} rows "
                      f"of features; expected ({num_rows},), one class index per row")
   m = v.as_scalar_margin(fn, margin).astype(h.dtype)
-  chunk_size = _chunk_size(fn, chunk_size, num_rows, num_classes)
+  chunk_size = _chunk_size(fn, chunk_size, num_rows, w.shape[1])
   row_args = (m,)
   weights = v.class_weight_vector(fn, class_weights, num_classes, h.dtype)
   if weights is not None:
@@ -178,7 +206,8 @@ def _multi_margin(features, kernel, labels, bias, margin, class_weights, *, p, r
     row_args += (gather_like_index(weights, _safe_target(y, num_classes)),)
   lists = LabelLists(y[:, None], num_classes)
   return _loss(FusedMultiMargin(p), _fused.Inputs(h, w, b, (), row_args), lists,
-               _valid_rows(y, num_classes), reduction, chunk_size, out_dtype)
+               _valid_rows(y, num_classes), reduction, chunk_size, out_dtype,
+               class_axis_name)
 
 
 def multi_margin_loss(
@@ -192,6 +221,7 @@ def multi_margin_loss(
     class_weights: jax.typing.ArrayLike | None = None,
     reduction: str = "none",
     chunk_size: int | None = None,
+    class_axis_name: str | None = None,
 ) -> jax.Array:
   r"""Multi-class margin loss of a linear classifier, without its ``(N, C)`` scores.
 
@@ -217,6 +247,12 @@ def multi_margin_loss(
       row's terms (differentiable).
     reduction: ``"none"`` (per row), ``"mean"`` or ``"sum"``.
     chunk_size: classes per chunk (static); ``None`` picks one.
+    class_axis_name: inside ``jax.shard_map``, the mesh axis that splits the
+      classes (static): each device holds ``kernel[:, c0:c1]`` and
+      ``bias[c0:c1]`` (``class_weights`` stays whole, ``(C,)``), ``features``
+      and ``labels`` are the same on every device of that axis,
+      and labels keep their global class indices. The result is the one-device
+      result, on every device. ``None`` (the default): not split.
 
   Returns:
     ``(N,)`` losses, or a scalar for ``"mean"`` and ``"sum"``.
@@ -231,24 +267,27 @@ def multi_margin_loss(
     0.3250
   """
   loss = _multi_margin(features, kernel, labels, bias, margin, class_weights, p=p,
-                       reduction=reduction, chunk_size=chunk_size)
-  return _checked("multi_margin_loss", loss, labels, 0, jnp.shape(kernel)[-1])
+                       reduction=reduction, chunk_size=chunk_size,
+                       class_axis_name=class_axis_name)
+  return _checked("multi_margin_loss", loss, labels, 0, kernel, class_axis_name)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction", "chunk_size"))
+@functools.partial(jax.jit, static_argnames=("reduction", "chunk_size", "class_axis_name"))
 def _multilabel_soft_margin(features, kernel, labels, bias, class_weights, *, reduction,
-                            chunk_size):
+                            chunk_size, class_axis_name=None):
   fn = "multilabel_soft_margin_loss"
   v.check_reduction_name(fn, reduction)
   h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
-  num_rows, num_classes = h.shape[0], w.shape[1]
+  num_rows, num_classes = h.shape[0], _fused.total_classes(w, class_axis_name)
   y = v.label_list_array(fn, labels, num_rows)
-  chunk_size = _chunk_size(fn, chunk_size, num_rows, num_classes)
-  weights = v.class_weight_vector(fn, class_weights, num_classes, h.dtype)
+  chunk_size = _chunk_size(fn, chunk_size, num_rows, w.shape[1])
+  # Split over the classes like the bias (in shard_map), sliced with the chunks.
+  weights = v.class_weight_vector(fn, class_weights, w.shape[1], h.dtype)
   class_args = () if weights is None else (weights,)
   lists = LabelLists(y, num_classes)
   return _loss(FusedSoftMargin(), _fused.Inputs(h, w, b, class_args, ()), lists,
-               lists.row_valid, reduction, chunk_size, out_dtype)
+               lists.row_valid, reduction, chunk_size, out_dtype,
+               class_axis_name)
 
 
 def multilabel_soft_margin_loss(
@@ -260,6 +299,7 @@ def multilabel_soft_margin_loss(
     class_weights: jax.typing.ArrayLike | None = None,
     reduction: str = "none",
     chunk_size: int | None = None,
+    class_axis_name: str | None = None,
 ) -> jax.Array:
   r"""Multi-label soft margin loss of a linear classifier, without its ``(N, C)`` scores.
 
@@ -285,6 +325,12 @@ def multilabel_soft_margin_loss(
     class_weights: optional ``(C,)`` weights (differentiable).
     reduction: ``"none"`` (per row), ``"mean"`` or ``"sum"``.
     chunk_size: classes per chunk (static); ``None`` picks one.
+    class_axis_name: inside ``jax.shard_map``, the mesh axis that splits the
+      classes (static): each device holds ``kernel[:, c0:c1]``,
+      ``bias[c0:c1]`` and ``class_weights[c0:c1]``, ``features`` and
+      ``labels`` are the same on every device of that axis,
+      and labels keep their global class indices. The result is the one-device
+      result, on every device. ``None`` (the default): not split.
 
   Returns:
     ``(N,)`` losses, or a scalar for ``"mean"`` and ``"sum"``.
@@ -299,22 +345,26 @@ def multilabel_soft_margin_loss(
     0.6817
   """
   loss = _multilabel_soft_margin(features, kernel, labels, bias, class_weights,
-                                 reduction=reduction, chunk_size=chunk_size)
-  return _checked("multilabel_soft_margin_loss", loss, labels, -1, jnp.shape(kernel)[-1])
+                                 reduction=reduction, chunk_size=chunk_size,
+                                 class_axis_name=class_axis_name)
+  return _checked("multilabel_soft_margin_loss", loss, labels, -1, kernel, class_axis_name)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "chunk_size"))
-def _top_k(features, kernel, bias, *, k, chunk_size):
+@functools.partial(jax.jit, static_argnames=("k", "chunk_size", "class_axis_name"))
+def _top_k(features, kernel, bias, *, k, chunk_size, class_axis_name=None):
   fn = "top_k"
   h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
-  num_rows, num_classes = h.shape[0], w.shape[1]
+  num_rows, num_classes = h.shape[0], _fused.total_classes(w, class_axis_name)
   if isinstance(k, bool) or not isinstance(k, int):
     raise TypeError(f"{fn}: k is {k!r}; expected an int in [1, {num_classes}]")
   if not 1 <= k <= num_classes:
     raise ValueError(f"{fn}: k is {k}; expected 1 <= k <= C = {num_classes}, the "
                      "classes of kernel")
-  chunk_size = _chunk_size(fn, chunk_size, num_rows, num_classes)
-  values, index = _fused.top_k(h, w, b, k, chunk_size)
+  if class_axis_name is not None and k > w.shape[1]:
+    raise ValueError(f"{fn}: k is {k}; expected k <= {w.shape[1]}, the classes each "
+                     f"device holds along {class_axis_name!r}")
+  chunk_size = _chunk_size(fn, chunk_size, num_rows, w.shape[1])
+  values, index = _fused.top_k(h, w, b, k, chunk_size, class_axis_name)
   return values.astype(out_dtype), index
 
 
@@ -325,6 +375,7 @@ def top_k(
     *,
     bias: jax.typing.ArrayLike | None = None,
     chunk_size: int | None = None,
+    class_axis_name: str | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """The ``k`` highest scores of each row of a linear classifier, and their classes.
 
@@ -338,6 +389,11 @@ def top_k(
     k: how many classes per row (static), ``1 <= k <= C``.
     bias: optional ``(C,)`` classifier bias.
     chunk_size: classes per chunk (static); ``None`` picks one.
+    class_axis_name: inside ``jax.shard_map``, the mesh axis that splits the
+      classes (static): each device holds ``kernel[:, c0:c1]`` and ``bias[c0:c1]``,
+      ``features`` and ``labels`` are the same on every device of that axis,
+      and labels keep their global class indices. The result is the one-device
+      result, on every device. ``None`` (the default): not split.
 
   Returns:
     ``(values, indices)``, both ``(N, k)``: each row's scores in decreasing
@@ -352,4 +408,5 @@ def top_k(
     >>> print(indices, values)
     [[1 3]] [[2.2 0.8]]
   """
-  return _top_k(features, kernel, bias, k=k, chunk_size=chunk_size)
+  return _top_k(features, kernel, bias, k=k, chunk_size=chunk_size,
+                class_axis_name=class_axis_name)
