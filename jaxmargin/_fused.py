@@ -235,12 +235,11 @@ def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
   values = zeros((num_rows,), features.dtype)
   values, sums, grads = _for_each_chunk(num_classes, chunk_size, visit,
                                         (values, sums, grads))
-  total_classes = num_classes
   if class_axis is not None:
     values, sums = lax.psum((values, sums), class_axis)
-    total_classes = num_classes * lax.axis_size(class_axis)
   totals = rule.finish(context, values, sums, with_grads)
-  per_row = jnp.where(row_valid, totals.values / total_classes, jnp.nan)
+  per_row = jnp.where(row_valid, totals.values / total_classes(num_classes, class_axis),
+                      jnp.nan)
   if not with_grads:
     return per_row
   g_features, g_kernel, g_bias, g_class = grads
@@ -254,11 +253,11 @@ def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
   return per_row, Inputs(g_features, g_kernel, g_bias, g_class, g_rows)
 
 
-def total_classes(kernel: jax.Array, class_axis: str | None) -> int:
-  """C: the kernel's columns, times the devices that split them in ``shard_map``."""
+def total_classes(local_classes: int, class_axis: str | None) -> int:
+  """C: a device's kernel columns, times the devices that split them in ``shard_map``."""
   if class_axis is None:
-    return kernel.shape[1]
-  return kernel.shape[1] * lax.axis_size(class_axis)
+    return local_classes
+  return local_classes * lax.axis_size(class_axis)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4, 5))
@@ -274,7 +273,7 @@ def _per_row_fwd(rule, inputs, labels, row_valid, chunk_size, class_axis):
 
 def _per_row_bwd(rule, chunk_size, class_axis, residuals, cotangent):
   inputs, labels, row_valid = residuals
-  scale = cotangent / total_classes(inputs.kernel, class_axis)
+  scale = cotangent / total_classes(inputs.kernel.shape[1], class_axis)
   _, grads = sweep(rule, inputs, labels, row_valid, chunk_size, row_scale=scale,
                    class_axis=class_axis)
   return grads, None, None
@@ -297,7 +296,7 @@ def _reduce(per_row, reduction):
 def _reduced_fwd(rule, inputs, labels, row_valid, chunk_size, reduction, class_axis):
   num_rows = inputs.features.shape[0]
   weight = 1 / num_rows if reduction == "mean" and num_rows else 1
-  scale = weight / total_classes(inputs.kernel, class_axis)
+  scale = weight / total_classes(inputs.kernel.shape[1], class_axis)
   scale = jnp.full((num_rows,), scale, inputs.features.dtype)
   per_row, grads = sweep(rule, inputs, labels, row_valid, chunk_size, row_scale=scale,
                          class_axis=class_axis)

@@ -95,9 +95,7 @@ def _vary_like_all(arrays, a):
 
 def _checked(fn, loss, labels, low, kernel, class_axis_name):
   """``loss``, with the label values checked (``ValueError`` now, or checkify)."""
-  num_classes = jnp.shape(kernel)[-1]
-  if class_axis_name is not None:
-    num_classes *= jax.lax.axis_size(class_axis_name)
+  num_classes = _fused.total_classes(jnp.shape(kernel)[-1], class_axis_name)
   return v.check_target_range(fn, labels, low, num_classes - 1, name="labels",
                               carrier=loss)
 
@@ -109,7 +107,7 @@ def _multilabel_margin(features, kernel, labels, bias, margin, *, reduction, chu
   fn = "multilabel_margin_loss"
   v.check_reduction_name(fn, reduction)
   h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
-  num_rows, num_classes = h.shape[0], _fused.total_classes(w, class_axis_name)
+  num_rows, num_classes = h.shape[0], _fused.total_classes(w.shape[1], class_axis_name)
   y = v.label_list_array(fn, labels, num_rows)
   m = v.as_scalar_margin(fn, margin).astype(h.dtype)
   chunk_size = _chunk_size(fn, chunk_size, num_rows, w.shape[1])
@@ -192,7 +190,7 @@ def _multi_margin(features, kernel, labels, bias, margin, class_weights, *, p, r
   p = v.check_p(fn, p)
   v.check_reduction_name(fn, reduction)
   h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
-  num_rows, num_classes = h.shape[0], _fused.total_classes(w, class_axis_name)
+  num_rows, num_classes = h.shape[0], _fused.total_classes(w.shape[1], class_axis_name)
   y = v.as_index_array(fn, "labels", labels)
   if y.shape != (num_rows,):
     raise ValueError(f"{fn}: labels shape {y.shape} does not match the {num_rows} rows "
@@ -278,7 +276,7 @@ def _multilabel_soft_margin(features, kernel, labels, bias, class_weights, *, re
   fn = "multilabel_soft_margin_loss"
   v.check_reduction_name(fn, reduction)
   h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
-  num_rows, num_classes = h.shape[0], _fused.total_classes(w, class_axis_name)
+  num_rows, num_classes = h.shape[0], _fused.total_classes(w.shape[1], class_axis_name)
   y = v.label_list_array(fn, labels, num_rows)
   chunk_size = _chunk_size(fn, chunk_size, num_rows, w.shape[1])
   # Split over the classes like the bias (in shard_map), sliced with the chunks.
@@ -354,7 +352,7 @@ def multilabel_soft_margin_loss(
 def _top_k(features, kernel, bias, *, k, chunk_size, class_axis_name=None):
   fn = "top_k"
   h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
-  num_rows, num_classes = h.shape[0], _fused.total_classes(w, class_axis_name)
+  num_rows, num_classes = h.shape[0], _fused.total_classes(w.shape[1], class_axis_name)
   if isinstance(k, bool) or not isinstance(k, int):
     raise TypeError(f"{fn}: k is {k!r}; expected an int in [1, {num_classes}]")
   if not 1 <= k <= num_classes:
