@@ -138,7 +138,8 @@ class FusedMultiMargin:
   """Chunk rule of the multi-class margin loss for :mod:`jaxmargin._fused`.
 
   The same hinges as the unfused loss, from the target's gathered score; the
-  row arguments are the margin and, if ``weighted``, each row's class weight.
+  row arguments are the margin and, for a weighted loss, each row's class
+  weight (the label's, gathered before the rule).
   A row's derivatives are those of :func:`_bwd`: ``w * (1 or 2 h)`` at each
   active term, minus their sum at the target, their sum for the margin, and
   the unweighted sum for the weight.
