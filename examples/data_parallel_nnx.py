@@ -31,14 +31,10 @@ Needs the ``examples`` extra: ``pip install -e ".[examples]"``.
 
 from __future__ import annotations
 
-import os
+# Before anything imports JAX (digits_data does).
+import virtual_devices  # isort: skip
 
-# XLA reads its flags once, when JAX first uses a device: this must come before
-# anything imports JAX (digits_data does).
-DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
-if DEVICE_COUNT_FLAG not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = " ".join(
-      [os.environ.get("XLA_FLAGS", ""), f"{DEVICE_COUNT_FLAG}=8"]).strip()
+virtual_devices.request(8)
 
 import argparse  # noqa: E402
 import pathlib  # noqa: E402

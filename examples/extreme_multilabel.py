@@ -16,6 +16,8 @@ straight into ``jaxmargin.linear.multilabel_margin_loss``
 held-out predictions come from ``jaxmargin.linear.top_k``: both run over the
 classes in chunks, so the ``(N, C)`` scores are never built, in training or
 in evaluation. Training is Adam via ``nnx.Optimizer`` in an ``nnx.jit`` step.
+``extreme_multilabel_sharded.py`` trains the same with the head split over
+devices by class.
 
 After a line on the data, it prints the held-out precision@1/3/5 and
 propensity-scored precision@1/3/5 (PSP@k of Jain, Prabhu and Varma, KDD 2016,
@@ -41,7 +43,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pathlib
+from collections.abc import Callable
 
+import jax
 import numpy as np
 import optax
 from flax import nnx
@@ -202,26 +206,44 @@ class Tagger(nnx.Module):
     return self.embed(nnx.relu(self.hidden(x)))
 
 
-@nnx.jit
-def train_step(model: Tagger, optimizer: nnx.Optimizer, features, labels):
-  """One Adam step on the mean multi-label margin loss of a batch."""
+def head_loss(embedding, kernel, bias, labels):
+  """The batch's mean margin loss of ``embedding @ kernel + bias``, fused."""
+  return linear.multilabel_margin_loss(embedding, kernel, labels, bias=bias, reduction="mean")
+
+
+def head_top_k(embedding, kernel, bias, k: int):
+  """The ``k`` best labels of each row of ``embedding @ kernel + bias``: ``(N, k)``."""
+  _, indices = linear.top_k(embedding, kernel, k, bias=bias)
+  return indices
+
+
+# The head's functions are arguments so that extreme_multilabel_sharded.py
+# can reuse the steps with the classifier split over devices by class.
+@nnx.jit(static_argnames="loss_fn")
+def train_step(model: Tagger, optimizer: nnx.Optimizer, features, labels,
+               loss_fn: Callable = head_loss):
+  """One Adam step on the mean multi-label margin loss of a batch.
+
+  ``loss_fn(embedding, kernel, bias, labels)`` gives that loss from the head's
+  parameters (:func:`head_loss` by default).
+  """
 
   def batch_loss(model):
-    return linear.multilabel_margin_loss(
-        model.encode(features), model.head.kernel[...], labels,
-        bias=model.head.bias[...], reduction="mean")
+    return loss_fn(model.encode(features), model.head.kernel[...], model.head.bias[...], labels)
 
   loss, grads = nnx.value_and_grad(batch_loss)(model)
   optimizer.update(model, grads)
   return loss
 
 
-@nnx.jit(static_argnames="k")
-def predict_top_k(model: Tagger, features, k: int):
-  """The ``k`` best labels of each example, best first: ``(N, k)``."""
-  _, indices = linear.top_k(model.encode(features), model.head.kernel[...], k,
-                            bias=model.head.bias[...])
-  return indices
+@nnx.jit(static_argnames=("k", "top_k_fn"))
+def predict_top_k(model: Tagger, features, k: int, top_k_fn: Callable = head_top_k):
+  """The ``k`` best labels of each example, best first: ``(N, k)``.
+
+  ``top_k_fn(embedding, kernel, bias, k)`` finds them (:func:`head_top_k` by
+  default).
+  """
+  return top_k_fn(model.encode(features), model.head.kernel[...], model.head.bias[...], k)
 
 
 def save_curves(path: pathlib.Path, history: dict[str, list[float]],
@@ -250,9 +272,10 @@ def save_curves(path: pathlib.Path, history: dict[str, list[float]],
   return path
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def argument_parser(description: str) -> argparse.ArgumentParser:
+  """The command line, without checks that need the parsed values (see :func:`parse_args`)."""
   positive_int = digits_data.positive_int
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(description=description)
   parser.add_argument("--num-labels", type=positive_int, default=100_000)
   parser.add_argument("--epochs", type=positive_int, default=10)
   parser.add_argument("--train-size", type=positive_int, default=20_000)
@@ -265,20 +288,45 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT,
                       help="directory for the PNG of the training curves "
                       "(default: examples/output)")
-  args = parser.parse_args(argv)
+  return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+  """Exits through ``parser.error`` if the labels are too few for the top ``TOP_K``."""
   if args.num_labels < TOP_K:
     parser.error(f"--num-labels must be at least {TOP_K}")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argument_parser(__doc__.splitlines()[0])
+  args = parser.parse_args(argv)
+  check_args(parser, args)
   return args
 
 
-def main(argv=None) -> dict[str, dict[str, float]]:
-  """Trains the tagger, prints its held-out metrics and the baseline's; returns both.
+def run(args: argparse.Namespace, *, loss_fn: Callable = head_loss,
+        top_k_fn: Callable = head_top_k, place: Callable | None = None,
+        wait_each_step: bool = False, plot_name: str = PLOT_NAME,
+        title: str = "Flax NNX") -> tuple[dict[str, dict[str, float]], Tagger, nnx.Optimizer]:
+  """Trains the tagger, prints its held-out metrics and the baseline's.
+
+  The defaults are this example's; ``extreme_multilabel_sharded.py`` passes
+  its class-parallel head functions and placement.
+
+  Args:
+    args: from :func:`parse_args`.
+    loss_fn: the head's loss, as :func:`train_step` takes it.
+    top_k_fn: the head's top k, as :func:`predict_top_k` takes it.
+    place: ``place(model, optimizer)``, run once before training, e.g. to put
+      the parameters and optimizer state on devices.
+    wait_each_step: whether each step finishes before the next starts.
+    plot_name: the PNG's file name in ``args.out``.
+    title: the end of the plot's title.
 
   Returns:
     ``{"model": {metric: value}, "baseline": {metric: value}}`` with the
-    metrics of :func:`ranking_metrics`.
+    metrics of :func:`ranking_metrics`, and the trained model and optimizer.
   """
-  args = parse_args(argv)
   train, test = make_tag_sets(args.num_labels, args.train_size, args.test_size, args.seed)
   counts = label_counts(train.labels, args.num_labels)
   inv_propensity = inverse_propensities(counts, args.train_size)
@@ -296,6 +344,8 @@ def main(argv=None) -> dict[str, dict[str, float]]:
   model = Tagger(FEATURE_DIM, args.hidden, args.embedding, args.num_labels,
                  rngs=nnx.Rngs(args.seed))
   optimizer = nnx.Optimizer(model, optax.adam(args.learning_rate), wrt=nnx.Param)
+  if place is not None:
+    place(model, optimizer)
   # The parameters are float32 (Flax's default); so are the inputs, also where
   # jax_enable_x64 is on, so that nothing is promoted to float64.
   train_features = train.features.astype(np.float32)
@@ -303,10 +353,11 @@ def main(argv=None) -> dict[str, dict[str, float]]:
   final = {}
 
   def step(state, features, labels):
-    return state, train_step(*state, features, labels)
+    loss = train_step(*state, features, labels, loss_fn=loss_fn)
+    return state, jax.block_until_ready(loss) if wait_each_step else loss
 
   def evaluate(state):
-    top = np.asarray(predict_top_k(state[0], test_features, TOP_K))
+    top = np.asarray(predict_top_k(state[0], test_features, TOP_K, top_k_fn=top_k_fn))
     final.update(ranking_metrics(top, test.labels, inv_propensity))
     # Only precision@1 per epoch, for the curve and the progress bar.
     return {"test_precision@1": final["precision@1"]}
@@ -319,10 +370,21 @@ def main(argv=None) -> dict[str, dict[str, float]]:
 
   for name, value in final.items():
     print(f"{name} {value:.4f}")
-  plot = save_curves(args.out / PLOT_NAME, history, baseline["precision@1"],
-                     f"Extreme multi-label, {args.num_labels:,} labels (Flax NNX)")
+  plot = save_curves(args.out / plot_name, history, baseline["precision@1"],
+                     f"Extreme multi-label, {args.num_labels:,} labels ({title})")
   print(f"training curves: {plot}")
-  return {"model": dict(final), "baseline": baseline}
+  return {"model": dict(final), "baseline": baseline}, model, optimizer
+
+
+def main(argv=None) -> dict[str, dict[str, float]]:
+  """Trains the tagger, prints its held-out metrics and the baseline's; returns both.
+
+  Returns:
+    ``{"model": {metric: value}, "baseline": {metric: value}}`` with the
+    metrics of :func:`ranking_metrics`.
+  """
+  results, _, _ = run(parse_args(argv))
+  return results
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxmargin._sharding import scatter_in_rows, vary_like
+from jaxmargin import _class_parallel as class_parallel
+from jaxmargin._class_parallel import Layout
+from jaxmargin._sharding import scatter_in_rows, vary_like, vary_like_all
 
 # About this many scores per chunk (4 MB in float32), which stays in cache on a CPU
 # and is a small fraction of an accelerator's memory.
@@ -84,6 +86,27 @@ class Rule(Protocol):
              with_grads: bool) -> RowTotals: ...
 
 
+class Plan(NamedTuple):
+  """How a fused loss sweeps the classes (static)."""
+
+  chunk_size: int                           # classes per chunk
+  class_axis: str | tuple | None = None     # the mesh axes that split the classes
+  num_classes: int | None = None            # the real classes; later columns are padding
+
+  def classes(self, local_classes: int) -> int:
+    """C of the loss (its divisor): the real classes, or every column of the kernel."""
+    if self.num_classes is not None:
+      return self.num_classes
+    return total_classes(local_classes, self.class_axis)
+
+  def real_columns(self, local_classes: int, offset) -> Any:
+    """How many of a device's columns (from global ``offset``) are real; ``None``: all."""
+    if self.num_classes is None or self.num_classes == total_classes(local_classes,
+                                                                     self.class_axis):
+      return None
+    return self.num_classes - offset
+
+
 class LabelSlots(NamedTuple):
   """Each row's label list: the ``(N, K)`` arrays of ``_multilabel_margin.LabelLists``."""
 
@@ -130,11 +153,15 @@ def _labels_in_chunk(labels, start, width):
   return scatter_in_rows(mask, jnp.clip(local, 0, width - 1), inside, "max")
 
 
-def _chunk_scores(features, kernel, bias, start, width):
+def _chunk_scores(features, kernel, bias, start, width, real_columns=None,
+                  padding_score=None):
   kernel_chunk = lax.dynamic_slice_in_dim(kernel, start, width, axis=1)
   scores = jnp.matmul(features, kernel_chunk, preferred_element_type=features.dtype)
   if bias is not None:
     scores = scores + lax.dynamic_slice_in_dim(bias, start, width)
+  if real_columns is not None:
+    column = start + lax.broadcasted_iota(jnp.int32, (1, width), 1)
+    scores = jnp.where(column < real_columns, scores, padding_score)
   return scores, kernel_chunk
 
 
@@ -155,8 +182,7 @@ def _sum_rows(arg, per_row):
 
 
 def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
-          chunk_size: int, row_scale: jax.Array | None = None,
-          class_axis: str | None = None):
+          plan: Plan, row_scale: jax.Array | None = None):
   """One pass over the class chunks.
 
   Args:
@@ -164,7 +190,8 @@ def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
     inputs: the differentiable inputs.
     labels: the label lists, ``(N, K)``.
     row_valid: ``(N,)`` bool; other rows are NaN, value and gradient.
-    chunk_size: classes per chunk (static).
+    plan: the chunk size, the class axis (inside ``shard_map``) and the
+      real classes (static).
     row_scale: ``None`` for values only; else ``(N,)``, the cotangent of each
       row's loss (already divided by ``C``), and the gradients are returned.
 
@@ -174,7 +201,8 @@ def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
   """
   features, kernel, bias, class_args, row_args = inputs
   num_rows, num_classes = features.shape[0], kernel.shape[1]
-  local = labels
+  chunk_size, class_axis = plan.chunk_size, plan.class_axis
+  local, offset = labels, 0
   if class_axis is not None:
     # This device holds classes offset .. offset + C_local - 1 of the global C.
     offset = lax.axis_index(class_axis) * num_classes
@@ -196,9 +224,17 @@ def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
     # Invalid rows poison their gradients, as the unfused losses do.
     row_scale = jnp.where(row_valid, row_scale, jnp.nan)[:, None]
 
+  real_columns = plan.real_columns(num_classes, offset)
+  # The lowest finite score makes each term of a padding column exactly 0, with
+  # a zero derivative: a hinge max(0, margin - x_j + min) for any label score
+  # x_j short of -inf, and the log-sigmoid term of a negative class (at -inf
+  # that one would be 0 * inf = NaN).
+  lowest = jnp.finfo(features.dtype).min
+
   def visit(carry, start, width):
     values, sums, grads = carry
-    scores, kernel_chunk = _chunk_scores(features, kernel, bias, start, width)
+    scores, kernel_chunk = _chunk_scores(features, kernel, bias, start, width, real_columns,
+                                         lowest)
     class_chunks = tuple(lax.dynamic_slice_in_dim(a, start, width) for a in class_args)
     share = rule.chunk(context, Chunk(scores, _labels_in_chunk(local, start, width),
                                       class_chunks), with_grads)
@@ -238,8 +274,7 @@ def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
   if class_axis is not None:
     values, sums = lax.psum((values, sums), class_axis)
   totals = rule.finish(context, values, sums, with_grads)
-  per_row = jnp.where(row_valid, totals.values / total_classes(num_classes, class_axis),
-                      jnp.nan)
+  per_row = jnp.where(row_valid, totals.values / plan.classes(num_classes), jnp.nan)
   if not with_grads:
     return per_row
   g_features, g_kernel, g_bias, g_class = grads
@@ -260,51 +295,100 @@ def total_classes(local_classes: int, class_axis: str | None) -> int:
   return local_classes * lax.axis_size(class_axis)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4, 5))
-def per_row_loss(rule, inputs, labels, row_valid, chunk_size, class_axis=None):
+def split_sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
+                plan: Plan, row_scale: jax.Array | None = None):
+  """:func:`sweep`, per shard when ``jit``'s mesh splits the kernel by class.
+
+  With ``class_axis`` (inside ``shard_map``) the caller has split it already.
+  """
+  if plan.class_axis is not None:
+    return sweep(rule, inputs, labels, row_valid, plan, row_scale)
+  features, kernel, bias, class_args, row_args = inputs
+  with_grads = row_scale is not None
+  operands = ((features, kernel) + (() if bias is None else (bias,)) + class_args
+              + row_args + (labels.slot_index, labels.slot_valid, row_valid)
+              + ((row_scale,) if with_grads else ()))
+  row_layouts = tuple(Layout("n" if jnp.ndim(a) else "") for a in row_args)
+  in_layouts = ((Layout("n d"), Layout("d c")) + (() if bias is None else (Layout("c"),))
+                + (Layout("c"),) * len(class_args) + row_layouts
+                + (Layout("n k"), Layout("n k"), Layout("n"))
+                + ((Layout("n"),) if with_grads else ()))
+  out_layouts = (Layout("n"),)
+  if with_grads:
+    out_layouts += ((Layout("n d", "c"), Layout("d c", "n"))
+                    + (() if bias is None else (Layout("c", "n"),))
+                    + (Layout("c", "n"),) * len(class_args)
+                    + tuple(Layout(r.dims, "" if r.dims else "n") for r in row_layouts))
+
+  def local(axis, *ops):
+    # In the shard_map of explicit mesh axes, the loop carries that start from
+    # the features vary over the class axis too.
+    num_classifier = 2 + (bias is not None) + len(class_args)
+    classifier = [vary_like_all(ops[:2], a) for a in ops[:num_classifier]]
+    h, w, *rest = classifier + list(ops[num_classifier:])
+    b = None if bias is None else rest.pop(0)
+    c_args, rest = tuple(rest[:len(class_args)]), rest[len(class_args):]
+    r_args, rest = tuple(rest[:len(row_args)]), rest[len(row_args):]
+    slots, valid, scale = LabelSlots(*rest[:2]), rest[2], (rest[3] if with_grads else None)
+    result = sweep(rule, Inputs(h, w, b, c_args, r_args), slots, valid,
+                   plan._replace(class_axis=axis), scale)
+    if not with_grads:
+      return (result,)
+    per_row, grads = result
+    return (per_row, grads.features, grads.kernel) + (
+        () if grads.bias is None else (grads.bias,)) + grads.class_args + grads.row_args
+
+  outputs = class_parallel.call(local, operands, in_layouts, out_layouts, kernel_index=1,
+                                rows_index=0)
+  if not with_grads:
+    return outputs[0]
+  per_row, g_features, g_kernel, *rest = outputs
+  g_bias = None if bias is None else rest.pop(0)
+  return per_row, Inputs(g_features, g_kernel, g_bias, tuple(rest[:len(class_args)]),
+                         tuple(rest[len(class_args):]))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4))
+def per_row_loss(rule, inputs, labels, row_valid, plan):
   """The per-row losses; the backward pass sweeps the chunks again."""
-  return sweep(rule, inputs, labels, row_valid, chunk_size, class_axis=class_axis)
+  return split_sweep(rule, inputs, labels, row_valid, plan)
 
 
-def _per_row_fwd(rule, inputs, labels, row_valid, chunk_size, class_axis):
-  return (sweep(rule, inputs, labels, row_valid, chunk_size, class_axis=class_axis),
-          (inputs, labels, row_valid))
+def _per_row_fwd(rule, inputs, labels, row_valid, plan):
+  return split_sweep(rule, inputs, labels, row_valid, plan), (inputs, labels, row_valid)
 
 
-def _per_row_bwd(rule, chunk_size, class_axis, residuals, cotangent):
+def _per_row_bwd(rule, plan, residuals, cotangent):
   inputs, labels, row_valid = residuals
-  scale = cotangent / total_classes(inputs.kernel.shape[1], class_axis)
-  _, grads = sweep(rule, inputs, labels, row_valid, chunk_size, row_scale=scale,
-                   class_axis=class_axis)
+  scale = cotangent / plan.classes(inputs.kernel.shape[1])
+  _, grads = split_sweep(rule, inputs, labels, row_valid, plan, row_scale=scale)
   return grads, None, None
 
 
 per_row_loss.defvjp(_per_row_fwd, _per_row_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4, 5, 6))
-def reduced_loss(rule, inputs, labels, row_valid, chunk_size, reduction, class_axis=None):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4, 5))
+def reduced_loss(rule, inputs, labels, row_valid, plan, reduction):
   """The mean or sum of the per-row losses; the gradients come with the value."""
-  return _reduce(sweep(rule, inputs, labels, row_valid, chunk_size, class_axis=class_axis),
-                 reduction)
+  return _reduce(split_sweep(rule, inputs, labels, row_valid, plan), reduction)
 
 
 def _reduce(per_row, reduction):
   return jnp.mean(per_row) if reduction == "mean" else jnp.sum(per_row)
 
 
-def _reduced_fwd(rule, inputs, labels, row_valid, chunk_size, reduction, class_axis):
+def _reduced_fwd(rule, inputs, labels, row_valid, plan, reduction):
   num_rows = inputs.features.shape[0]
   weight = 1 / num_rows if reduction == "mean" and num_rows else 1
-  scale = weight / total_classes(inputs.kernel.shape[1], class_axis)
-  scale = jnp.full((num_rows,), scale, inputs.features.dtype)
-  per_row, grads = sweep(rule, inputs, labels, row_valid, chunk_size, row_scale=scale,
-                         class_axis=class_axis)
+  scale = jnp.full((num_rows,), weight / plan.classes(inputs.kernel.shape[1]),
+                   inputs.features.dtype)
+  per_row, grads = split_sweep(rule, inputs, labels, row_valid, plan, row_scale=scale)
   return _reduce(per_row, reduction), grads
 
 
-def _reduced_bwd(rule, chunk_size, reduction, class_axis, grads, cotangent):
-  del rule, chunk_size, reduction, class_axis
+def _reduced_bwd(rule, plan, reduction, grads, cotangent):
+  del rule, plan, reduction
   return jax.tree.map(lambda g: cotangent * g, grads), None, None
 
 
@@ -312,22 +396,26 @@ reduced_loss.defvjp(_reduced_fwd, _reduced_bwd)
 
 
 def top_k(features: jax.Array, kernel: jax.Array, bias: jax.Array | None, k: int,
-          chunk_size: int, class_axis: str | None = None) -> tuple[jax.Array, jax.Array]:
+          plan: Plan) -> tuple[jax.Array, jax.Array]:
   """The ``k`` highest scores of each row and their classes, chunk by chunk.
 
   Equal to ``lax.top_k(features @ kernel + bias, k)``, ties included: a
   chunk's candidates come after the ones kept from earlier (lower) classes,
   and ``lax.top_k`` keeps the first of equal values.
   """
-  num_classes = kernel.shape[1]
-  chunk_size = max(chunk_size, min(k, num_classes))
+  num_classes, class_axis = kernel.shape[1], plan.class_axis
+  chunk_size = max(plan.chunk_size, min(k, num_classes))
+  offset = 0 if class_axis is None else lax.axis_index(class_axis) * num_classes
+  real_columns = plan.real_columns(num_classes, offset)
 
   def best(scores, start):
     values, index = lax.top_k(scores, min(k, scores.shape[1]))
     return values, index + start
 
   def visit(carry, start, width):
-    scores, _ = _chunk_scores(features, kernel, bias, start, width)
+    # Padding scores -inf, so that a real score of -inf, of a lower class,
+    # still comes first.
+    scores, _ = _chunk_scores(features, kernel, bias, start, width, real_columns, -jnp.inf)
     values, index = best(scores, start)
     if carry is None:
       return values, index
@@ -349,10 +437,28 @@ def top_k(features: jax.Array, kernel: jax.Array, bias: jax.Array | None, k: int
   # order: the first of equal values is still the lowest class.
   values, index = carry
   shard = lax.axis_index(class_axis)
-  index = index + shard * num_classes
+  index = index + offset
   values, index = (_gather_over(a, shard, class_axis) for a in (values, index))
   values, position = lax.top_k(values, k)
   return values, jnp.take_along_axis(index, position, axis=1)
+
+
+def split_top_k(features: jax.Array, kernel: jax.Array, bias: jax.Array | None, k: int,
+                plan: Plan) -> tuple[jax.Array, jax.Array]:
+  """:func:`top_k`, per shard when ``jit``'s mesh splits the kernel by class."""
+  if plan.class_axis is not None:
+    return top_k(features, kernel, bias, k, plan)
+
+  def local(axis, h, w, b=None):
+    if axis is not None and k > w.shape[1]:
+      raise ValueError(f"top_k: k is {k}; expected k <= {w.shape[1]}, the classes each "
+                       f"device holds of the kernel split along {axis!r}")
+    return top_k(h, w, b, k, plan._replace(class_axis=axis))
+
+  operands = (features, kernel) + (() if bias is None else (bias,))
+  layouts = (Layout("n d"), Layout("d c"), Layout("c"))[:len(operands)]
+  return class_parallel.call(local, operands, layouts, (Layout("n j"), Layout("n j")),
+                             kernel_index=1, rows_index=0)
 
 
 def _gather_over(a, shard, axis_name):

@@ -25,6 +25,13 @@ def vary_like(x: jax.Array, a: jax.Array) -> jax.Array:
   return lax.pcast(a, missing, to="varying") if missing else a
 
 
+def vary_like_all(arrays: tuple[jax.Array, ...], a: jax.Array) -> jax.Array:
+  """Marks ``a`` as varying over every manual mesh axis that any of ``arrays`` does."""
+  for array in arrays:
+    a = vary_like(array, a)
+  return a
+
+
 def scatter_in_rows(base: jax.Array, index: jax.Array, values: jax.Array,
                     how: str) -> jax.Array:
   """``base[n].at[index[n]].<how>(values[n])`` for every row ``n`` at once.

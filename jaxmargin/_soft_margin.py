@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from jaxmargin._fused import Chunk, ChunkShare, RowTotals
 from jaxmargin._row_sums import row_sums
@@ -58,7 +61,6 @@ def _terms(target, positive_part, negative_part):
   return target * positive_part + (1 - target) * negative_part
 
 
-@soft_margin_terms.defjvp
 def _soft_margin_terms_jvp(primals, tangents):
   x, target, weight = primals
   dx, dtarget, dweight = tangents
@@ -72,11 +74,26 @@ def _soft_margin_terms_jvp(primals, tangents):
   # infinite weight gives torch's NaN (inf * 0) in the derivatives too.
   slope = (_weighted(weight, 1 - target) * sigmoid
            - _weighted(weight, target) * sigmoid_of_minus)
-  target_slope = _weighted(weight, positive_part) - _weighted(weight, negative_part)
-  tangent = slope * dx + target_slope * dtarget
-  if weight is not None:
-    tangent = tangent + terms * dweight
-  return _weighted(weight, terms), tangent
+  # Only the inputs that have tangents: an instantiated zero tangent of the
+  # target would turn an overflowing target slope (w * softplus(-x) for
+  # x near the lowest float) into inf * 0 = NaN.
+  parts = [slope * dx] if not _is_zero(dx) else []
+  if not _is_zero(dtarget):
+    target_slope = _weighted(weight, positive_part) - _weighted(weight, negative_part)
+    parts.append(target_slope * dtarget)
+  if weight is not None and not _is_zero(dweight):
+    parts.append(terms * dweight)
+  value = _weighted(weight, terms)
+  if not parts:
+    return value, jnp.zeros_like(value)
+  return value, functools.reduce(operator.add, parts)
+
+
+def _is_zero(tangent) -> bool:
+  return isinstance(tangent, SymbolicZero)
+
+
+soft_margin_terms.defjvp(_soft_margin_terms_jvp, symbolic_zeros=True)
 
 
 def multilabel_soft_margin_per_sample(x, target, weight, where=None):

@@ -261,6 +261,18 @@ def check_chunk_size(fn: str, chunk_size) -> int:
   return chunk_size
 
 
+def check_num_classes(fn: str, num_classes, columns: int) -> int:
+  """Checks a static ``num_classes`` against the kernel's ``columns``; ``None``: all."""
+  if num_classes is None:
+    return columns
+  if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+    raise TypeError(f"{fn}: num_classes is {num_classes!r}; expected an int or None")
+  if not 1 <= num_classes <= columns:
+    raise ValueError(f"{fn}: num_classes is {num_classes}; expected 1 <= num_classes <= "
+                     f"{columns}, the columns of kernel")
+  return num_classes
+
+
 def check_reduction_name(fn: str, reduction: str) -> str:
   """Checks an Optax-style ``reduction`` (no legacy arguments, no alias)."""
   if reduction not in REDUCTIONS:

@@ -26,6 +26,14 @@ against three unfused). ``reduction="mean"`` or ``"sum"`` gives a scalar and
 computes the gradients during the forward pass, as fused cross-entropy
 kernels do, so a training step costs the three matmuls of the unfused one.
 
+A classifier too large for one device is split over devices by class: under
+``jax.jit``, a ``kernel`` (and ``bias``) placed with a ``NamedSharding`` that
+splits its classes is enough, with Auto or Explicit mesh axes; inside
+``jax.shard_map``, ``class_axis_name`` names the mesh axis that splits them.
+Each device then sweeps its own classes, and only per-row quantities cross
+devices. ``num_classes`` leaves out padding columns, for a class count the
+devices do not divide.
+
 Example:
   >>> import jax, jax.numpy as jnp
   >>> from jaxmargin import linear
@@ -51,7 +59,7 @@ from jaxmargin import _validation as v
 from jaxmargin._multi_margin import FusedMultiMargin, _safe_target, _valid_rows
 from jaxmargin._multilabel_margin import (FUSED_COMPARE_MAX_SLOTS, FusedMultilabelMargin,
                                           LabelLists)
-from jaxmargin._sharding import gather_like_index, vary_like
+from jaxmargin._sharding import gather_like_index, vary_like_all
 from jaxmargin._soft_margin import FusedSoftMargin
 
 __all__ = [
@@ -62,13 +70,18 @@ __all__ = [
 ]
 
 
-def _chunk_size(fn, chunk_size, num_rows, num_classes):
+def _plan(fn, chunk_size, num_rows, local_columns, class_axis, num_classes):
+  """The static sweep plan, and C: the real classes (``num_classes``, or every column)."""
   if chunk_size is None:
-    return _fused.auto_chunk_size(num_rows, num_classes)
-  return min(v.check_chunk_size(fn, chunk_size), num_classes)
+    chunk_size = _fused.auto_chunk_size(num_rows, local_columns)
+  else:
+    chunk_size = min(v.check_chunk_size(fn, chunk_size), local_columns)
+  columns = _fused.total_classes(local_columns, class_axis)
+  real = v.check_num_classes(fn, num_classes, columns)
+  return _fused.Plan(chunk_size, class_axis, None if real == columns else real), real
 
 
-def _loss(rule, inputs, lists, row_valid, reduction, chunk_size, out_dtype, class_axis):
+def _loss(rule, inputs, lists, row_valid, reduction, plan, out_dtype):
   labels = _fused.LabelSlots(lists.slot_index, lists.slot_valid)
   # In shard_map, the classifier's inputs vary over the mesh axes that any of
   # them does (features over a data axis, the kernel over the class axis):
@@ -76,47 +89,41 @@ def _loss(rule, inputs, lists, row_valid, reduction, chunk_size, out_dtype, clas
   # transpose of that sums them, the features' over the class axis, the
   # kernel's over the data axis. The per-row arguments vary like the rows
   # only: the rule gives them totals, the same on every class shard.
-  both = functools.partial(_vary_like_all, (inputs.features, inputs.kernel))
-  rows = functools.partial(_vary_like_all, (inputs.features,))
+  both = functools.partial(vary_like_all, (inputs.features, inputs.kernel))
+  rows = functools.partial(vary_like_all, (inputs.features,))
   inputs = _fused.Inputs(*jax.tree.map(both, inputs[:4]), jax.tree.map(rows, inputs.row_args))
   if reduction == "none":
-    out = _fused.per_row_loss(rule, inputs, labels, row_valid, chunk_size, class_axis)
+    out = _fused.per_row_loss(rule, inputs, labels, row_valid, plan)
   else:
-    out = _fused.reduced_loss(rule, inputs, labels, row_valid, chunk_size, reduction,
-                              class_axis)
+    out = _fused.reduced_loss(rule, inputs, labels, row_valid, plan, reduction)
   return out.astype(out_dtype)
 
 
-def _vary_like_all(arrays, a):
-  for array in arrays:
-    a = vary_like(array, a)
-  return a
-
-
-def _checked(fn, loss, labels, low, kernel, class_axis_name):
+def _checked(fn, loss, labels, low, kernel, class_axis_name, num_classes):
   """``loss``, with the label values checked (``ValueError`` now, or checkify)."""
-  num_classes = _fused.total_classes(jnp.shape(kernel)[-1], class_axis_name)
+  if num_classes is None:
+    num_classes = _fused.total_classes(jnp.shape(kernel)[-1], class_axis_name)
   return v.check_target_range(fn, labels, low, num_classes - 1, name="labels",
                               carrier=loss)
 
 
 @functools.partial(jax.jit, static_argnames=("reduction", "chunk_size", "class_axis_name",
-                                             "method"))
+                                             "num_classes", "method"))
 def _multilabel_margin(features, kernel, labels, bias, margin, *, reduction, chunk_size,
-                       class_axis_name=None, method="auto"):
+                       class_axis_name=None, num_classes=None, method="auto"):
   fn = "multilabel_margin_loss"
   v.check_reduction_name(fn, reduction)
   h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
-  num_rows, num_classes = h.shape[0], _fused.total_classes(w.shape[1], class_axis_name)
+  num_rows = h.shape[0]
+  plan, num_classes = _plan(fn, chunk_size, num_rows, w.shape[1], class_axis_name,
+                            num_classes)
   y = v.label_list_array(fn, labels, num_rows)
   m = v.as_scalar_margin(fn, margin).astype(h.dtype)
-  chunk_size = _chunk_size(fn, chunk_size, num_rows, w.shape[1])
   if method == "auto":
     method = "compare" if y.shape[1] <= FUSED_COMPARE_MAX_SLOTS else "search"
   lists = LabelLists(y, num_classes)
   return _loss(FusedMultilabelMargin(method), _fused.Inputs(h, w, b, (), (m,)), lists,
-               lists.row_valid, reduction, chunk_size, out_dtype,
-               class_axis_name)
+               lists.row_valid, reduction, plan, out_dtype)
 
 
 def multilabel_margin_loss(
@@ -129,6 +136,7 @@ def multilabel_margin_loss(
     reduction: str = "none",
     chunk_size: int | None = None,
     class_axis_name: str | None = None,
+    num_classes: int | None = None,
 ) -> jax.Array:
   r"""Multi-label margin loss of a linear classifier, without its ``(N, C)`` scores.
 
@@ -163,6 +171,11 @@ def multilabel_margin_loss(
       ``features`` and ``labels`` are the same on every device of that axis,
       and labels keep their global class indices. The result is the one-device
       result, on every device. ``None`` (the default): not split.
+    num_classes: the real classes, when ``kernel`` has padding columns after
+      them (static): columns ``num_classes`` and beyond are left out of the
+      loss, whose :math:`C` is ``num_classes``, and get zero gradients; labels
+      must be below it. For a split over devices that does not divide the
+      classes. ``None`` (the default): every column is a class.
 
   Returns:
     ``(N,)`` losses, or a scalar for ``"mean"`` and ``"sum"``, in the result
@@ -178,34 +191,38 @@ def multilabel_margin_loss(
     0.8500
   """
   loss = _multilabel_margin(features, kernel, labels, bias, margin, reduction=reduction,
-                            chunk_size=chunk_size, class_axis_name=class_axis_name)
-  return _checked("multilabel_margin_loss", loss, labels, -1, kernel, class_axis_name)
+                            chunk_size=chunk_size, class_axis_name=class_axis_name,
+                            num_classes=num_classes)
+  return _checked("multilabel_margin_loss", loss, labels, -1, kernel, class_axis_name,
+                  num_classes)
 
 
 @functools.partial(jax.jit, static_argnames=("p", "reduction", "chunk_size",
-                                             "class_axis_name"))
+                                             "class_axis_name", "num_classes"))
 def _multi_margin(features, kernel, labels, bias, margin, class_weights, *, p, reduction,
-                  chunk_size, class_axis_name=None):
+                  chunk_size, class_axis_name=None, num_classes=None):
   fn = "multi_margin_loss"
   p = v.check_p(fn, p)
   v.check_reduction_name(fn, reduction)
   h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
-  num_rows, num_classes = h.shape[0], _fused.total_classes(w.shape[1], class_axis_name)
+  num_rows = h.shape[0]
+  plan, num_classes = _plan(fn, chunk_size, num_rows, w.shape[1], class_axis_name,
+                            num_classes)
   y = v.as_index_array(fn, "labels", labels)
   if y.shape != (num_rows,):
     raise ValueError(f"{fn}: labels shape {y.shape} does not match the {num_rows} rows "
                      f"of features; expected ({num_rows},), one class index per row")
   m = v.as_scalar_margin(fn, margin).astype(h.dtype)
-  chunk_size = _chunk_size(fn, chunk_size, num_rows, w.shape[1])
   row_args = (m,)
-  weights = v.class_weight_vector(fn, class_weights, num_classes, h.dtype)
+  # One weight per column of the whole kernel, padding included.
+  weights = v.class_weight_vector(fn, class_weights,
+                                  _fused.total_classes(w.shape[1], class_axis_name), h.dtype)
   if weights is not None:
     # Gathered outside the fused rule: JAX's gather rule gives its gradient.
     row_args += (gather_like_index(weights, _safe_target(y, num_classes)),)
   lists = LabelLists(y[:, None], num_classes)
   return _loss(FusedMultiMargin(p), _fused.Inputs(h, w, b, (), row_args), lists,
-               _valid_rows(y, num_classes), reduction, chunk_size, out_dtype,
-               class_axis_name)
+               _valid_rows(y, num_classes), reduction, plan, out_dtype)
 
 
 def multi_margin_loss(
@@ -220,6 +237,7 @@ def multi_margin_loss(
     reduction: str = "none",
     chunk_size: int | None = None,
     class_axis_name: str | None = None,
+    num_classes: int | None = None,
 ) -> jax.Array:
   r"""Multi-class margin loss of a linear classifier, without its ``(N, C)`` scores.
 
@@ -251,6 +269,11 @@ def multi_margin_loss(
       and ``labels`` are the same on every device of that axis,
       and labels keep their global class indices. The result is the one-device
       result, on every device. ``None`` (the default): not split.
+    num_classes: the real classes, when ``kernel`` has padding columns after
+      them (static): columns ``num_classes`` and beyond are left out of the
+      loss, whose :math:`C` is ``num_classes``, and get zero gradients; labels
+      must be below it. For a split over devices that does not divide the
+      classes. ``None`` (the default): every column is a class.
 
   Returns:
     ``(N,)`` losses, or a scalar for ``"mean"`` and ``"sum"``.
@@ -266,26 +289,27 @@ def multi_margin_loss(
   """
   loss = _multi_margin(features, kernel, labels, bias, margin, class_weights, p=p,
                        reduction=reduction, chunk_size=chunk_size,
-                       class_axis_name=class_axis_name)
-  return _checked("multi_margin_loss", loss, labels, 0, kernel, class_axis_name)
+                       class_axis_name=class_axis_name, num_classes=num_classes)
+  return _checked("multi_margin_loss", loss, labels, 0, kernel, class_axis_name, num_classes)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction", "chunk_size", "class_axis_name"))
+@functools.partial(jax.jit, static_argnames=("reduction", "chunk_size", "class_axis_name",
+                                             "num_classes"))
 def _multilabel_soft_margin(features, kernel, labels, bias, class_weights, *, reduction,
-                            chunk_size, class_axis_name=None):
+                            chunk_size, class_axis_name=None, num_classes=None):
   fn = "multilabel_soft_margin_loss"
   v.check_reduction_name(fn, reduction)
   h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
-  num_rows, num_classes = h.shape[0], _fused.total_classes(w.shape[1], class_axis_name)
+  num_rows = h.shape[0]
+  plan, num_classes = _plan(fn, chunk_size, num_rows, w.shape[1], class_axis_name,
+                            num_classes)
   y = v.label_list_array(fn, labels, num_rows)
-  chunk_size = _chunk_size(fn, chunk_size, num_rows, w.shape[1])
   # Split over the classes like the bias (in shard_map), sliced with the chunks.
   weights = v.class_weight_vector(fn, class_weights, w.shape[1], h.dtype)
   class_args = () if weights is None else (weights,)
   lists = LabelLists(y, num_classes)
   return _loss(FusedSoftMargin(), _fused.Inputs(h, w, b, class_args, ()), lists,
-               lists.row_valid, reduction, chunk_size, out_dtype,
-               class_axis_name)
+               lists.row_valid, reduction, plan, out_dtype)
 
 
 def multilabel_soft_margin_loss(
@@ -298,6 +322,7 @@ def multilabel_soft_margin_loss(
     reduction: str = "none",
     chunk_size: int | None = None,
     class_axis_name: str | None = None,
+    num_classes: int | None = None,
 ) -> jax.Array:
   r"""Multi-label soft margin loss of a linear classifier, without its ``(N, C)`` scores.
 
@@ -329,6 +354,11 @@ def multilabel_soft_margin_loss(
       ``labels`` are the same on every device of that axis,
       and labels keep their global class indices. The result is the one-device
       result, on every device. ``None`` (the default): not split.
+    num_classes: the real classes, when ``kernel`` has padding columns after
+      them (static): columns ``num_classes`` and beyond are left out of the
+      loss, whose :math:`C` is ``num_classes``, and get zero gradients; labels
+      must be below it. For a split over devices that does not divide the
+      classes. ``None`` (the default): every column is a class.
 
   Returns:
     ``(N,)`` losses, or a scalar for ``"mean"`` and ``"sum"``.
@@ -344,15 +374,19 @@ def multilabel_soft_margin_loss(
   """
   loss = _multilabel_soft_margin(features, kernel, labels, bias, class_weights,
                                  reduction=reduction, chunk_size=chunk_size,
-                                 class_axis_name=class_axis_name)
-  return _checked("multilabel_soft_margin_loss", loss, labels, -1, kernel, class_axis_name)
+                                 class_axis_name=class_axis_name, num_classes=num_classes)
+  return _checked("multilabel_soft_margin_loss", loss, labels, -1, kernel, class_axis_name,
+                  num_classes)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "chunk_size", "class_axis_name"))
-def _top_k(features, kernel, bias, *, k, chunk_size, class_axis_name=None):
+@functools.partial(jax.jit, static_argnames=("k", "chunk_size", "class_axis_name",
+                                             "num_classes"))
+def _top_k(features, kernel, bias, *, k, chunk_size, class_axis_name=None, num_classes=None):
   fn = "top_k"
   h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
-  num_rows, num_classes = h.shape[0], _fused.total_classes(w.shape[1], class_axis_name)
+  num_rows = h.shape[0]
+  plan, num_classes = _plan(fn, chunk_size, num_rows, w.shape[1], class_axis_name,
+                            num_classes)
   if isinstance(k, bool) or not isinstance(k, int):
     raise TypeError(f"{fn}: k is {k!r}; expected an int in [1, {num_classes}]")
   if not 1 <= k <= num_classes:
@@ -361,8 +395,7 @@ def _top_k(features, kernel, bias, *, k, chunk_size, class_axis_name=None):
   if class_axis_name is not None and k > w.shape[1]:
     raise ValueError(f"{fn}: k is {k}; expected k <= {w.shape[1]}, the classes each "
                      f"device holds along {class_axis_name!r}")
-  chunk_size = _chunk_size(fn, chunk_size, num_rows, w.shape[1])
-  values, index = _fused.top_k(h, w, b, k, chunk_size, class_axis_name)
+  values, index = _fused.split_top_k(h, w, b, k, plan)
   return values.astype(out_dtype), index
 
 
@@ -374,6 +407,7 @@ def top_k(
     bias: jax.typing.ArrayLike | None = None,
     chunk_size: int | None = None,
     class_axis_name: str | None = None,
+    num_classes: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """The ``k`` highest scores of each row of a linear classifier, and their classes.
 
@@ -392,6 +426,10 @@ def top_k(
       ``features`` and ``labels`` are the same on every device of that axis,
       and labels keep their global class indices. The result is the one-device
       result, on every device. ``None`` (the default): not split.
+    num_classes: the real classes, when ``kernel`` has padding columns after
+      them (static): columns ``num_classes`` and beyond are never among the
+      ``k`` (so ``k <= num_classes``). ``None`` (the default): every column
+      is a class.
 
   Returns:
     ``(values, indices)``, both ``(N, k)``: each row's scores in decreasing
@@ -407,4 +445,4 @@ def top_k(
     [[1 3]] [[2.2 0.8]]
   """
   return _top_k(features, kernel, bias, k=k, chunk_size=chunk_size,
-                class_axis_name=class_axis_name)
+                class_axis_name=class_axis_name, num_classes=num_classes)

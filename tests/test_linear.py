@@ -348,6 +348,14 @@ BAD_INPUT = [
     (lambda: linear.multilabel_margin_loss(H.astype(jnp.int32), W, LISTS), TypeError,
      r"features dtype int32 is not a floating dtype"),
     (lambda: linear.top_k(H, W[:, :0], 1), ValueError, r"kernel shape \(5, 0\) has no class"),
+    (lambda: linear.multi_margin_loss(H, W, Y, num_classes=38), ValueError,
+     r"multi_margin_loss: num_classes is 38; expected 1 <= num_classes <= 37, the columns"),
+    (lambda: linear.multilabel_margin_loss(H, W, LISTS, num_classes=0), ValueError,
+     r"num_classes is 0; expected 1 <= num_classes"),
+    (lambda: linear.top_k(H, W, 2, num_classes=3.0), TypeError,
+     r"top_k: num_classes is 3.0; expected an int or None"),
+    (lambda: linear.top_k(H, W, 5, num_classes=4), ValueError,
+     r"top_k: k is 5; expected 1 <= k <= C = 4"),
 ]
 
 
@@ -355,6 +363,68 @@ BAD_INPUT = [
 def test_bad_input_names_the_argument(call, error, message):
   with pytest.raises(error, match=message):
     call()
+
+
+# --- num_classes: padding columns after the real classes ---------------------
+
+PAD = 11
+
+
+def with_padding(seed, w, b, hyper):
+  """The kernel, bias and class weights with ``PAD`` columns of large values after ``C``."""
+  rng = np.random.default_rng(seed)
+  w = jnp.concatenate([w, jnp.asarray(10 * rng.normal(size=(w.shape[0], PAD)))], axis=1)
+  b = jnp.concatenate([b, jnp.asarray(10 * rng.normal(size=PAD))])
+  hyper = tuple(a if a.ndim == 0 else jnp.concatenate([a, jnp.asarray(rng.uniform(1, 3, PAD))])
+                for a in hyper)
+  return w, b, hyper
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+@pytest.mark.parametrize("name", ["mlm-compare", "mlm-search", "mm-p2-weighted", "soft-weighted"])
+def test_padding_columns_are_left_out_of_value_and_gradients(name, reduction):
+  fused = LOSSES[name][0]
+  h, w, b, lists, y = problem(17)
+  hyper = LOSSES[name][2]()
+  w_pad, b_pad, hyper_pad = with_padding(18, w, b, hyper)
+
+  def objective(h, w, b, hyper, **kw):
+    return jnp.sum(jnp.sin(fused(h, w, b, hyper, y, lists, reduction=reduction, chunk_size=7,
+                                 **kw)))
+
+  grad = jax.jit(jax.value_and_grad(objective, argnums=(0, 1, 2, 3)), static_argnames="num_classes")
+  value, (gh, gw, gb, ghyper) = grad(h, w_pad, b_pad, hyper_pad, num_classes=C)
+  want_value, (wh, ww, wb, whyper) = grad(h, w, b, hyper)
+  assert_close(value, want_value)
+  assert_close(gh, wh)
+  assert_close(gw[:, :C], ww)
+  assert_close(gb[:C], wb)
+  for got, want in zip(ghyper, whyper):
+    assert_close(got if got.ndim == 0 else got[:C], want)
+  # The padding gets exact zeros: it is not in the loss at all.
+  for padding in [gw[:, C:], gb[C:]] + [g[C:] for g in ghyper if g.ndim]:
+    np.testing.assert_array_equal(padding, 0)
+
+
+def test_top_k_never_returns_padding_even_below_real_minus_inf_scores():
+  h, w, b, _, _ = problem(19)
+  b = b.at[3:].set(-jnp.inf)                    # only classes 0..2 score finite
+  w_pad, b_pad, _ = with_padding(20, w, b, ())
+  values, index = linear.top_k(h, w_pad, 6, bias=b_pad, num_classes=C, chunk_size=4)
+  want_values, want_index = jax.lax.top_k(h @ w + b, 6)
+  np.testing.assert_array_equal(index, want_index)
+  # A chunk's matmul may round differently from the whole one.
+  np.testing.assert_allclose(values, want_values, rtol=1e-12)
+
+
+def test_labels_of_padding_columns_are_out_of_range():
+  h, w, b, lists, y = problem(21)
+  w_pad, b_pad, _ = with_padding(22, w, b, ())
+  with pytest.raises(ValueError,
+                     match=r"labels values must lie in \[0, 36\]; got values in \[\d+, 40\]"):
+    linear.multi_margin_loss(h, w_pad, y.at[1].set(40), bias=b_pad, num_classes=C)
+  out = linear.multi_margin_loss(h, w_pad, y, bias=b_pad, num_classes=C)
+  assert np.isfinite(out).all()
 
 
 # --- top_k -------------------------------------------------------------------

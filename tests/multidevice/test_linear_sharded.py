@@ -50,26 +50,26 @@ def make_data(dtype):
   }
 
 
-# name -> (loss(data, labels, class_axis_name, reduction) on a shard's arrays,
+# name -> (loss(data, labels, class_axis_name, reduction, **linear kwargs) on a shard's arrays,
 #          the labels' key, whether class weights are split like the bias)
-def _mlm(d, labels, axis, reduction):
+def _mlm(d, labels, axis, reduction, **kw):
   return linear.multilabel_margin_loss(d["features"], d["kernel"], labels, bias=d["bias"],
                                        margin=d["margin"], reduction=reduction,
-                                       chunk_size=CHUNK, class_axis_name=axis)
+                                       chunk_size=CHUNK, class_axis_name=axis, **kw)
 
 
-def _mm(d, labels, axis, reduction):
+def _mm(d, labels, axis, reduction, **kw):
   return linear.multi_margin_loss(d["features"], d["kernel"], labels, bias=d["bias"], p=2,
                                   margin=d["margin"], class_weights=d["weights"],
                                   reduction=reduction, chunk_size=CHUNK,
-                                  class_axis_name=axis)
+                                  class_axis_name=axis, **kw)
 
 
-def _soft(d, labels, axis, reduction):
+def _soft(d, labels, axis, reduction, **kw):
   return linear.multilabel_soft_margin_loss(d["features"], d["kernel"], labels,
                                             bias=d["bias"], class_weights=d["weights"],
                                             reduction=reduction, chunk_size=CHUNK,
-                                            class_axis_name=axis)
+                                            class_axis_name=axis, **kw)
 
 
 LOSSES = {"multilabel_margin": (_mlm, "lists", None),
