@@ -54,7 +54,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxmargin import _fused
+from jaxmargin import _fused, _fused_modes
 from jaxmargin import _validation as v
 from jaxmargin._multi_margin import FusedMultiMargin, _safe_target, _valid_rows
 from jaxmargin._multilabel_margin import (FUSED_COMPARE_MAX_SLOTS, FusedMultilabelMargin,
@@ -93,9 +93,9 @@ def _loss(rule, inputs, lists, row_valid, reduction, plan, out_dtype):
   rows = functools.partial(vary_like_all, (inputs.features,))
   inputs = _fused.Inputs(*jax.tree.map(both, inputs[:4]), jax.tree.map(rows, inputs.row_args))
   if reduction == "none":
-    out = _fused.per_row_loss(rule, inputs, labels, row_valid, plan)
+    out = _fused_modes.per_row_loss(rule, inputs, labels, row_valid, plan)
   else:
-    out = _fused.reduced_loss(rule, inputs, labels, row_valid, plan, reduction)
+    out = _fused_modes.reduced_loss(rule, inputs, labels, row_valid, plan, reduction)
   return out.astype(out_dtype)
 
 
@@ -395,7 +395,7 @@ def _top_k(features, kernel, bias, *, k, chunk_size, class_axis_name=None, num_c
   if class_axis_name is not None and k > w.shape[1]:
     raise ValueError(f"{fn}: k is {k}; expected k <= {w.shape[1]}, the classes each "
                      f"device holds along {class_axis_name!r}")
-  values, index = _fused.split_top_k(h, w, b, k, plan)
+  values, index = _fused_modes.split_top_k(h, w, b, k, plan)
   return values.astype(out_dtype), index
 
 
