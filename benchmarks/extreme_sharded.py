@@ -87,12 +87,12 @@ def theory_parts(loss, n, d, k):
   ``shard_map``'s transpose because the features are replicated. The
   kernel's and bias's gradients stay on their devices. float32 and int32.
   """
-  from jaxmargin._multilabel_margin import FUSED_COMPARE_MAX_SLOTS
+  from jaxmargin._multilabel_margin import fused_method
 
   if loss == MLM:
     # The per-label counts of each row's labels: (N, K) with the compare
     # method, the (N, K + 1) histogram with the search method.
-    counts = k if k <= FUSED_COMPARE_MAX_SLOTS else k + 1
+    counts = k if fused_method(k) == "compare" else k + 1
     parts = {"label_scores": n * k, "row_values": n, "row_label_counts": n * counts}
   elif loss == MM:
     # The target's score; beside the hinge sum, the count of active hinges (p=1).

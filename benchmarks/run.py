@@ -15,6 +15,11 @@ for ``multi_margin_loss`` and optax's ``sigmoid_binary_cross_entropy`` mean for
 differ from the default only by noise (the targets are judged on the
 default). Results go to ``<out>/<device>.json`` and ``<out>/scaling.png``
 (time against C and against P).
+
+The "vmap" rows time ``jax.vmap`` of ``jaxmargin.losses.multilabel_margin_loss``
+over N single examples against the same loss called on the batch (jitted
+``value_and_grad`` of the mean, multi-hot labels): a per-example ``vmap`` must
+cost about what the batched call costs (``--only vmap`` runs just these).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class Case:
   min_speedup: float | None = None
   max_baseline_ratio: float | None = None
   min_baseline_speedup: float | None = None
+  max_vmap_ratio: float | None = None   # vmap rows: vmapped time / batched time
   group: str = "targets"
 
   @property
@@ -75,6 +81,13 @@ def target_cases():
       Case(soft, 1024, 1000, min_speedup=1.5, min_baseline_speedup=1.2),
       Case(soft, 4096, 1000, min_speedup=1.5, min_baseline_speedup=1.2),
   ]
+
+
+def vmap_cases():
+  # 1,024 examples of 1-5 labels each: before the core's vmap rule folded the
+  # examples into rows, vmap ran both methods for every example (12x the
+  # batched time).
+  return [Case("multilabel_margin_loss", 1024, 1000, 5, max_vmap_ratio=1.2, group="vmap")]
 
 
 def scaling_cases(quick):
@@ -180,7 +193,36 @@ def method_runner(method, x, target):
   return lambda: jax.block_until_ready(step(x, target))
 
 
+def vmap_runners(x, target):
+  """The batched loss step and the same step as a ``vmap`` over single examples."""
+  from jaxmargin import losses
+
+  multi_hot = np.zeros(x.shape, np.int32)
+  rows, slots = np.nonzero(target >= 0)
+  multi_hot[rows, target[rows, slots]] = 1
+  x, labels = jnp.asarray(x), jnp.asarray(multi_hot)
+  loss = losses.multilabel_margin_loss
+  batched = jax.jit(jax.value_and_grad(lambda x, y: jnp.mean(loss(x, y))))
+  vmapped = jax.jit(jax.value_and_grad(lambda x, y: jnp.mean(jax.vmap(loss)(x, y))))
+  # Not a target, but a vmap that is fast and wrong would pass it.
+  np.testing.assert_allclose(batched(x, labels)[0], vmapped(x, labels)[0], rtol=1e-6)
+  return [lambda step=step: jax.block_until_ready(step(x, labels))
+          for step in (vmapped, batched)]
+
+
+def run_vmap_case(case, repeats, rng):
+  x, target = make_data(case, rng)
+  vmapped_ms, batched_ms = interleaved_medians(vmap_runners(x, target), repeats)
+  result = dataclasses.asdict(case) | {"name": f"vmap of {case.name}", "jax_ms": vmapped_ms,
+                                       "batched_ms": batched_ms,
+                                       "vmap_ratio": vmapped_ms / batched_ms}
+  result["ok"] = bool(result["vmap_ratio"] <= case.max_vmap_ratio)
+  return result
+
+
 def run_case(case, repeats, rng):
+  if case.group == "vmap":
+    return run_vmap_case(case, repeats, rng)
   x, target = make_data(case, rng)
   runners = [jax_runner(case, x, target), torch_runner(case, x, target),
              jax_runner(case, x, target, value_checks=False)]
@@ -229,14 +271,27 @@ def describe_target(result):
 def print_table(results):
   header = (f"{'case':<48} {'jaxmargin ms':>12} {'torch ms':>10} {'speedup':>8} "
             f"{'vs baseline':>11} {'no checks ms':>12}  target")
-  print(header)
-  print("-" * len(header))
-  for r in results:
+  against_torch = [r for r in results if r["group"] != "vmap"]
+  if against_torch:
+    print(header)
+    print("-" * len(header))
+  for r in against_torch:
     ratio = f"{r['baseline_ratio']:.2f}" if "baseline_ratio" in r else "-"
     target = describe_target(r)
     verdict = ("ok" if r["ok"] else "MISSED") if target else ""
     print(f"{r['name']:<48} {r['jax_ms']:>12.2f} {r['torch_ms']:>10.2f} "
           f"{r['speedup']:>7.1f}x {ratio:>11} {r['jax_no_checks_ms']:>12.2f}  {target} {verdict}")
+  vmapped = [r for r in results if r["group"] == "vmap"]
+  if vmapped:
+    if against_torch:
+      print()
+    header = f"{'case':<56} {'vmap ms':>8} {'batched ms':>10} {'ratio':>6}  target"
+    print(header)
+    print("-" * len(header))
+    for r in vmapped:
+      verdict = "ok" if r["ok"] else "MISSED"
+      print(f"{r['name']:<56} {r['jax_ms']:>8.2f} {r['batched_ms']:>10.2f} "
+            f"{r['vmap_ratio']:>5.2f}x  <={r['max_vmap_ratio']:g}x batched {verdict}")
 
 
 def plot(results, path):
@@ -278,7 +333,7 @@ def main():
   parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--out", type=pathlib.Path, default=HERE / "results")
-  parser.add_argument("--only", choices=["targets", "scaling"], default=None)
+  parser.add_argument("--only", choices=["targets", "scaling", "vmap"], default=None)
   args = parser.parse_args()
 
   import torch
@@ -287,6 +342,8 @@ def main():
   cases = []
   if args.only in (None, "targets"):
     cases += target_cases()
+  if args.only in (None, "vmap"):
+    cases += vmap_cases()
   if args.only in (None, "scaling"):
     cases += scaling_cases(args.quick)
   repeats = 3 if args.quick else max(args.repeats, 5)
@@ -312,7 +369,7 @@ def main():
   json_path = args.out / f"{name}{'-quick' if args.quick else ''}.json"
   json_path.write_text(json.dumps(record, indent=1))
   print(f"\nwrote {json_path}")
-  if any(r["group"] != "targets" for r in results):
+  if any(r["group"].startswith("scaling") for r in results):
     png = args.out / f"scaling{'-quick' if args.quick else ''}.png"
     plot(results, png)
     print(f"wrote {png}")

@@ -52,6 +52,7 @@ def _define_checked_p():
     from jax._src import checkify as checkify_internals
     from jax.extend.core import Primitive
     from jax.interpreters import ad, batching, mlir
+
     error_checks = checkify_internals.error_checks
     assert_func = checkify_internals.assert_func
     failed_check_error = checkify_internals.FailedCheckError
@@ -78,8 +79,9 @@ def _define_checked_p():
     # user checks are enabled and dropped otherwise.
     if failed_check_error in enabled_errors:
       ok, message, values = check(array)
-      error = assert_func(error, jnp.logical_not(ok),
-                          failed_check_error(get_traceback(), message, **values))
+      error = assert_func(
+        error, jnp.logical_not(ok), failed_check_error(get_traceback(), message, **values)
+      )
     return error, carrier
 
   batching.primitive_batchers[checked_p] = batch

@@ -24,7 +24,7 @@ kernel's gradient over the row shards, the features' over the class shards.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.experimental
@@ -69,8 +69,14 @@ class Split(NamedTuple):
 Local = Callable[..., tuple]
 
 
-def call(local: Local, operands: Sequence[jax.Array], in_layouts: Sequence[Layout],
-         out_layouts: Sequence[Layout], kernel_index: int, rows_index: int) -> tuple:
+def call(
+  local: Local,
+  operands: Sequence[jax.Array],
+  in_layouts: Sequence[Layout],
+  out_layouts: Sequence[Layout],
+  kernel_index: int,
+  rows_index: int,
+) -> tuple:
   """``local(None, *operands)``, run per shard when the kernel is split by class.
 
   Args:
@@ -83,8 +89,9 @@ def call(local: Local, operands: Sequence[jax.Array], in_layouts: Sequence[Layou
   kernel = operands[kernel_index]
   sharding = jax.typeof(kernel).sharding
   if _explicit_class_axes(sharding):
-    split = _split_of(sharding.mesh, jax.typeof(operands[rows_index]).sharding.spec,
-                      sharding.spec, kernel.shape[1])
+    split = _split_of(
+      sharding.mesh, jax.typeof(operands[rows_index]).sharding.spec, sharding.spec, kernel.shape[1]
+    )
     return _shard_mapped(local, operands, in_layouts, out_layouts, sharding.mesh, split)
   if not _may_be_partitioned():
     return local(None, *operands)
@@ -96,7 +103,7 @@ def _explicit_class_axes(sharding) -> bool:
   mesh = getattr(sharding, "mesh", None)
   if mesh is None or mesh.empty or len(spec) < 2:
     return False
-  types = dict(zip(mesh.axis_names, mesh.axis_types))
+  types = dict(zip(mesh.axis_names, mesh.axis_types, strict=False))
   return any(types[a] == AxisType.Explicit for a in _names(spec[1]))
 
 
@@ -122,44 +129,50 @@ def _split_of(mesh, rows_spec, kernel_spec, num_classes) -> Split:
     shards *= mesh.shape[axis]
   if num_classes % shards:
     raise ValueError(
-        f"kernel: its {num_classes} classes are split over {shards} devices along "
-        f"{classes}; expected a multiple of {shards}. Pad the kernel's columns (and the "
-        "bias) to a multiple and pass num_classes= to leave the padding out")
-  rows = tuple(a for a in _names(rows_spec[0] if len(rows_spec) else None)
-               if a not in classes)
+      f"kernel: its {num_classes} classes are split over {shards} devices along "
+      f"{classes}; expected a multiple of {shards}. Pad the kernel's columns (and the "
+      "bias) to a multiple and pass num_classes= to leave the padding out"
+    )
+  rows = tuple(a for a in _names(rows_spec[0] if len(rows_spec) else None) if a not in classes)
   return Split(rows or None, classes or None)
 
 
 def _local_with_sums(local, out_layouts, split):
   """``local`` on one shard, its partial-sum outputs summed over their shards."""
+
   def run(*operands):
     outputs = local(split.class_axis(), *operands)
     summed = []
-    for out, layout in zip(outputs, out_layouts):
+    for out, layout in zip(outputs, out_layouts, strict=False):
       axes = tuple(a for f in layout.partial for a in split.axes_of(f))
       summed.append(lax.psum(out, axes) if axes else out)
     return tuple(summed)
+
   return run
 
 
 def _shard_mapped(local, operands, in_layouts, out_layouts, mesh, split):
   specs = [split.spec(layout) for layout in in_layouts]
-  operands = [jax.sharding.reshard(x, spec) for x, spec in zip(operands, specs)]
-  return jax.shard_map(_local_with_sums(local, out_layouts, split), mesh=mesh,
-                       in_specs=tuple(specs),
-                       out_specs=tuple(split.spec(layout) for layout in out_layouts))(
-                           *operands)
+  operands = [jax.sharding.reshard(x, spec) for x, spec in zip(operands, specs, strict=False)]
+  return jax.shard_map(
+    _local_with_sums(local, out_layouts, split),
+    mesh=mesh,
+    in_specs=tuple(specs),
+    out_specs=tuple(split.spec(layout) for layout in out_layouts),
+  )(*operands)
 
 
 def _partitioned(local, in_layouts, out_layouts, kernel_index, rows_index):
   """``local`` as an op that the partitioner splits as the kernel and features are."""
+
   def whole(*operands):
     return local(None, *operands)
 
   def split_of(mesh, arg_shapes):
     kernel = arg_shapes[kernel_index]
-    return _split_of(mesh, arg_shapes[rows_index].sharding.spec, kernel.sharding.spec,
-                     kernel.shape[1])
+    return _split_of(
+      mesh, arg_shapes[rows_index].sharding.spec, kernel.sharding.spec, kernel.shape[1]
+    )
 
   def infer(mesh, arg_shapes, result_shape):
     split = split_of(mesh, arg_shapes)
@@ -178,13 +191,20 @@ def _partitioned(local, in_layouts, out_layouts, kernel_index, rows_index):
     def traced_as_the_call(*operands):
       with _enable_x64(x64):
         return per_shard(*operands)
-    return (mesh, traced_as_the_call,
-            tuple(NamedSharding(mesh, split.spec(layout)) for layout in out_layouts),
-            shardings)
+
+    return (
+      mesh,
+      traced_as_the_call,
+      tuple(NamedSharding(mesh, split.spec(layout)) for layout in out_layouts),
+      shardings,
+    )
 
   op = custom_partitioning(whole)
-  op.def_partition(partition=partition, infer_sharding_from_operands=infer,
-                   sharding_rule=_rule(in_layouts, out_layouts))
+  op.def_partition(
+    partition=partition,
+    infer_sharding_from_operands=infer,
+    sharding_rule=_rule(in_layouts, out_layouts),
+  )
 
   @custom_batching.custom_vmap
   def batchable(*operands):
@@ -192,8 +212,10 @@ def _partitioned(local, in_layouts, out_layouts, kernel_index, rows_index):
 
   @batchable.def_vmap
   def _unsplit(axis_size, in_batched, *operands):
-    operands = [x if batched else jnp.broadcast_to(x, (axis_size, *x.shape))
-                for x, batched in zip(operands, in_batched)]
+    operands = [
+      x if batched else jnp.broadcast_to(x, (axis_size, *x.shape))
+      for x, batched in zip(operands, in_batched, strict=False)
+    ]
     outputs = jax.vmap(whole)(*operands)
     return outputs, tuple(True for _ in outputs)
 
@@ -201,13 +223,15 @@ def _partitioned(local, in_layouts, out_layouts, kernel_index, rows_index):
 
 
 # ``jax.enable_x64`` from JAX 0.7, ``jax.experimental.enable_x64`` before.
-_enable_x64 = getattr(jax, "enable_x64", None)
+_enable_x64: Any = getattr(jax, "enable_x64", None)
 if _enable_x64 is None:
-  _enable_x64 = jax.experimental.enable_x64
+  _enable_x64 = jax.experimental.enable_x64  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def _rule(in_layouts, out_layouts) -> str:
   """The Shardy sharding rule: factors by letter; a scalar is ``()``-shaped."""
+
   def side(layouts):
     return ", ".join(layout.dims for layout in layouts)
+
   return f"{side(in_layouts)} -> {side(out_layouts)}"

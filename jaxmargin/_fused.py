@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxmargin._deterministic import add_at
 from jaxmargin._sharding import scatter_in_rows, vary_like
 
 # About this many scores per chunk (4 MB in float32), which stays in cache on a CPU
@@ -43,26 +44,26 @@ def auto_chunk_size(num_rows: int, num_classes: int) -> int:
 class Chunk(NamedTuple):
   """What a rule sees of one chunk of ``B`` classes."""
 
-  scores: jax.Array       # (N, B) in the compute dtype
-  is_label: jax.Array     # (N, B) bool: the class is in the row's label list
-  class_args: tuple       # (B,) slices of the per-class arrays
+  scores: jax.Array  # (N, B) in the compute dtype
+  is_label: jax.Array  # (N, B) bool: the class is in the row's label list
+  class_args: tuple  # (B,) slices of the per-class arrays
 
 
 class ChunkShare(NamedTuple):
   """A rule's result for one chunk; ``dscores`` and ``dclass`` only with gradients."""
 
-  values: jax.Array                 # (N,) this chunk's share of the row sums
-  sums: Any                         # pytree of per-row arrays, added over chunks
+  values: jax.Array  # (N,) this chunk's share of the row sums
+  sums: Any  # pytree of per-row arrays, added over chunks
   dscores: jax.Array | None = None  # (N, B) d(row sum) / d(score)
-  dclass: tuple = ()                # (N, B) d(row sum) / d(class arg), per class arg
+  dclass: tuple = ()  # (N, B) d(row sum) / d(class arg), per class arg
 
 
 class RowTotals(NamedTuple):
   """A rule's per-row results once every chunk is seen (all before the ``1/C``)."""
 
-  values: jax.Array                  # (N,)
-  dlabel: jax.Array | None           # (N, K) d(row sum) / d(label score)
-  drow: tuple                        # (N,) d(row sum) / d(row arg), per row arg
+  values: jax.Array  # (N,)
+  dlabel: jax.Array | None  # (N, K) d(row sum) / d(label score)
+  drow: tuple  # (N,) d(row sum) / d(row arg), per row arg
 
 
 class Rule(Protocol):
@@ -70,21 +71,19 @@ class Rule(Protocol):
 
   uses_label_scores: bool
 
-  def prepare(self, labels: LabelSlots, label_scores: jax.Array | None,
-              row_args: tuple) -> Any: ...
+  def prepare(self, labels: LabelSlots, label_scores: jax.Array | None, row_args: tuple) -> Any: ...
 
   def chunk(self, context: Any, chunk: Chunk, with_grads: bool) -> ChunkShare: ...
 
-  def finish(self, context: Any, values: jax.Array, sums: Any,
-             with_grads: bool) -> RowTotals: ...
+  def finish(self, context: Any, values: jax.Array, sums: Any, with_grads: bool) -> RowTotals: ...
 
 
 class Plan(NamedTuple):
   """How a fused loss sweeps the classes (static)."""
 
-  chunk_size: int                           # classes per chunk
-  class_axis: str | tuple | None = None     # the mesh axes that split the classes
-  num_classes: int | None = None            # the real classes; later columns are padding
+  chunk_size: int  # classes per chunk
+  class_axis: str | tuple[str, ...] | None = None  # the mesh axes that split the classes
+  num_classes: int | None = None  # the real classes; later columns are padding
 
   def classes(self, local_classes: int) -> int:
     """C of the loss (its divisor): the real classes, or every column of the kernel."""
@@ -94,8 +93,9 @@ class Plan(NamedTuple):
 
   def real_columns(self, local_classes: int, offset) -> Any:
     """How many of a device's columns (from global ``offset``) are real; ``None``: all."""
-    if self.num_classes is None or self.num_classes == total_classes(local_classes,
-                                                                     self.class_axis):
+    if self.num_classes is None or self.num_classes == total_classes(
+      local_classes, self.class_axis
+    ):
       return None
     return self.num_classes - offset
 
@@ -103,18 +103,18 @@ class Plan(NamedTuple):
 class LabelSlots(NamedTuple):
   """Each row's label list: the ``(N, K)`` arrays of ``_multilabel_margin.LabelLists``."""
 
-  slot_index: jax.Array   # int32 class index of each valid slot, C elsewhere
-  slot_valid: jax.Array   # bool: the slot holds a label
+  slot_index: jax.Array  # int32 class index of each valid slot, C elsewhere
+  slot_valid: jax.Array  # bool: the slot holds a label
 
 
 class Inputs(NamedTuple):
   """The differentiable inputs of a fused loss, in the compute dtype."""
 
-  features: jax.Array          # (N, D)
-  kernel: jax.Array            # (D, C)
-  bias: jax.Array | None       # (C,)
-  class_args: tuple            # (C,) arrays sliced with the classes
-  row_args: tuple              # scalars or (N,) arrays, one value per row
+  features: jax.Array  # (N, D)
+  kernel: jax.Array  # (D, C)
+  bias: jax.Array | None  # (C,)
+  class_args: tuple  # (C,) arrays sliced with the classes
+  row_args: tuple  # scalars or (N,) arrays, one value per row
 
 
 def gather_in_rows(table: jax.Array, index: jax.Array) -> jax.Array:
@@ -146,8 +146,7 @@ def _labels_in_chunk(labels, start, width):
   return scatter_in_rows(mask, jnp.clip(local, 0, width - 1), inside, "max")
 
 
-def _chunk_scores(features, kernel, bias, start, width, real_columns=None,
-                  padding_score=None):
+def _chunk_scores(features, kernel, bias, start, width, real_columns=None, padding_score=-jnp.inf):
   kernel_chunk = lax.dynamic_slice_in_dim(kernel, start, width, axis=1)
   scores = jnp.matmul(features, kernel_chunk, preferred_element_type=features.dtype)
   if bias is not None:
@@ -162,8 +161,7 @@ def _for_each_chunk(num_classes, chunk_size, visit, carry):
   """``carry = visit(carry, start, width)`` over the chunks; the last may be narrower."""
   full, tail = divmod(num_classes, chunk_size)
   if full:
-    carry = lax.fori_loop(
-        0, full, lambda i, c: visit(c, i * chunk_size, chunk_size), carry)
+    carry = lax.fori_loop(0, full, lambda i, c: visit(c, i * chunk_size, chunk_size), carry)
   if tail:
     carry = visit(carry, full * chunk_size, tail)
   return carry
@@ -174,8 +172,14 @@ def _sum_rows(arg, per_row):
   return jnp.sum(per_row) if arg.ndim == 0 else per_row
 
 
-def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
-          plan: Plan, row_scale: jax.Array | None = None):
+def sweep(
+  rule: Rule,
+  inputs: Inputs,
+  labels: LabelSlots,
+  row_valid: jax.Array,
+  plan: Plan,
+  row_scale: jax.Array | None = None,
+):
   """One pass over the class chunks.
 
   Args:
@@ -206,7 +210,7 @@ def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
   safe = jnp.minimum(local.slot_index, num_classes - 1)
   label_scores = columns = None
   if rule.uses_label_scores:
-    columns = jnp.take(kernel, safe, axis=1)                       # (D, N, K)
+    columns = jnp.take(kernel, safe, axis=1)  # (D, N, K)
     label_scores = jnp.einsum("nd,dnk->nk", features, columns)
     if bias is not None:
       label_scores = label_scores + bias[safe]
@@ -222,35 +226,47 @@ def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
   # a zero derivative: a hinge max(0, margin - x_j + min) for any label score
   # x_j short of -inf, and the log-sigmoid term of a negative class (at -inf
   # that one would be 0 * inf = NaN).
-  lowest = jnp.finfo(features.dtype).min
+  lowest = float(jnp.finfo(features.dtype).min)
 
   def visit(carry, start, width):
     values, sums, grads = carry
-    scores, kernel_chunk = _chunk_scores(features, kernel, bias, start, width, real_columns,
-                                         lowest)
+    scores, kernel_chunk = _chunk_scores(features, kernel, bias, start, width, real_columns, lowest)
     class_chunks = tuple(lax.dynamic_slice_in_dim(a, start, width) for a in class_args)
-    share = rule.chunk(context, Chunk(scores, _labels_in_chunk(local, start, width),
-                                      class_chunks), with_grads)
+    share = rule.chunk(
+      context, Chunk(scores, _labels_in_chunk(local, start, width), class_chunks), with_grads
+    )
     values = values + share.values
     sums = jax.tree.map(jnp.add, sums, share.sums)
     if with_grads:
       g_features, g_kernel, g_bias, g_class = grads
+      assert share.dscores is not None and row_scale is not None
       d_scores = share.dscores * row_scale
       g_features = g_features + d_scores @ kernel_chunk.T
       g_kernel = lax.dynamic_update_slice_in_dim(g_kernel, features.T @ d_scores, start, 1)
       if g_bias is not None:
         g_bias = lax.dynamic_update_slice_in_dim(g_bias, jnp.sum(d_scores, 0), start, 0)
-      g_class = tuple(lax.dynamic_update_slice_in_dim(g, jnp.sum(d * row_scale, 0), start, 0)
-                      for g, d in zip(g_class, share.dclass))
+      g_class = tuple(
+        lax.dynamic_update_slice_in_dim(g, jnp.sum(d * row_scale, 0), start, 0)
+        for g, d in zip(g_class, share.dclass, strict=False)
+      )
       grads = (g_features, g_kernel, g_bias, g_class)
     return values, sums, grads
 
   first_width = min(chunk_size, num_classes)
   sums_shape = jax.eval_shape(
-      lambda: rule.chunk(context, Chunk(
+    lambda: (
+      rule.chunk(
+        context,
+        Chunk(
           jnp.zeros((num_rows, first_width), features.dtype),
           jnp.zeros((num_rows, first_width), bool),
-          tuple(a[:first_width] for a in class_args)), with_grads).sums)
+          tuple(a[:first_width] for a in class_args),
+        ),
+        with_grads,
+      ).sums
+    )
+  )
+
   # Loop carries vary (in shard_map) over the mesh axes that the inputs do.
   def zeros(shape, dtype):
     return vary_like(features, jnp.zeros(shape, dtype))
@@ -258,38 +274,49 @@ def sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
   sums = jax.tree.map(lambda s: zeros(s.shape, s.dtype), sums_shape)
   grads = None
   if with_grads:
-    grads = (zeros(features.shape, features.dtype), zeros(kernel.shape, kernel.dtype),
-             None if bias is None else zeros(bias.shape, bias.dtype),
-             tuple(zeros(a.shape, a.dtype) for a in class_args))
+    grads = (
+      zeros(features.shape, features.dtype),
+      zeros(kernel.shape, kernel.dtype),
+      None if bias is None else zeros(bias.shape, bias.dtype),
+      tuple(zeros(a.shape, a.dtype) for a in class_args),
+    )
   values = zeros((num_rows,), features.dtype)
-  values, sums, grads = _for_each_chunk(num_classes, chunk_size, visit,
-                                        (values, sums, grads))
+  values, sums, grads = _for_each_chunk(num_classes, chunk_size, visit, (values, sums, grads))
   if class_axis is not None:
     values, sums = lax.psum((values, sums), class_axis)
   totals = rule.finish(context, values, sums, with_grads)
   per_row = jnp.where(row_valid, totals.values / plan.classes(num_classes), jnp.nan)
   if not with_grads:
     return per_row
+  assert grads is not None and row_scale is not None
   g_features, g_kernel, g_bias, g_class = grads
   if rule.uses_label_scores:
+    assert totals.dlabel is not None and columns is not None
     d_label = jnp.where(local.slot_valid, totals.dlabel, 0) * row_scale
     g_features = g_features + jnp.einsum("nk,dnk->nd", d_label, columns)
-    g_kernel = g_kernel.at[:, safe].add(jnp.einsum("nk,nd->dnk", d_label, features))
+    # Repeated labels summed in a fixed order where a scatter-add's is not (GPUs).
+    flat = safe.reshape(-1)
+    g_kernel = add_at(
+      g_kernel, flat, jnp.einsum("nk,nd->dnk", d_label, features).reshape(features.shape[1], -1)
+    )
     if g_bias is not None:
-      g_bias = g_bias.at[safe].add(d_label)
-  g_rows = tuple(_sum_rows(a, d * row_scale[:, 0]) for a, d in zip(row_args, totals.drow))
+      g_bias = add_at(g_bias, flat, d_label.reshape(-1))
+  g_rows = tuple(
+    _sum_rows(a, d * row_scale[:, 0]) for a, d in zip(row_args, totals.drow, strict=False)
+  )
   return per_row, Inputs(g_features, g_kernel, g_bias, g_class, g_rows)
 
 
-def total_classes(local_classes: int, class_axis: str | None) -> int:
+def total_classes(local_classes: int, class_axis: str | tuple[str, ...] | None) -> int:
   """C: a device's kernel columns, times the devices that split them in ``shard_map``."""
   if class_axis is None:
     return local_classes
   return local_classes * lax.axis_size(class_axis)
 
 
-def top_k(features: jax.Array, kernel: jax.Array, bias: jax.Array | None, k: int,
-          plan: Plan) -> tuple[jax.Array, jax.Array]:
+def top_k(
+  features: jax.Array, kernel: jax.Array, bias: jax.Array | None, k: int, plan: Plan
+) -> tuple[jax.Array, jax.Array]:
   """The ``k`` highest scores of each row and their classes, chunk by chunk.
 
   Equal to ``lax.top_k(features @ kernel + bias, k)``, ties included: a
@@ -321,8 +348,10 @@ def top_k(features: jax.Array, kernel: jax.Array, bias: jax.Array | None, k: int
   carry = visit(None, 0, first)
   rest = num_classes - first
   if rest:
+
     def shifted(c, start, width):
       return visit(c, start + first, width)
+
     carry = _for_each_chunk(rest, chunk_size, shifted, carry)
   if class_axis is None:
     return carry
@@ -344,5 +373,4 @@ def _gather_over(a, shard, axis_name):
   be replicated, which ``shard_map`` needs for a replicated output.
   """
   blocks = jnp.zeros((a.shape[0], a.shape[1] * lax.axis_size(axis_name)), a.dtype)
-  return lax.psum(lax.dynamic_update_slice_in_dim(blocks, a, shard * a.shape[1], 1),
-                  axis_name)
+  return lax.psum(lax.dynamic_update_slice_in_dim(blocks, a, shard * a.shape[1], 1), axis_name)

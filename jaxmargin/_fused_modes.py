@@ -27,8 +27,14 @@ from jaxmargin._fused import Inputs, LabelSlots, Plan, Rule, sweep, top_k
 from jaxmargin._sharding import vary_like_all
 
 
-def split_sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.Array,
-                plan: Plan, row_scale: jax.Array | None = None):
+def split_sweep(
+  rule: Rule,
+  inputs: Inputs,
+  labels: LabelSlots,
+  row_valid: jax.Array,
+  plan: Plan,
+  row_scale: jax.Array | None = None,
+):
   """:func:`sweep`, per shard when ``jit``'s mesh splits the kernel by class.
 
   With ``class_axis`` (inside ``shard_map``) the caller has split it already.
@@ -37,20 +43,31 @@ def split_sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.A
     return sweep(rule, inputs, labels, row_valid, plan, row_scale)
   features, kernel, bias, class_args, row_args = inputs
   with_grads = row_scale is not None
-  operands = ((features, kernel) + (() if bias is None else (bias,)) + class_args
-              + row_args + (labels.slot_index, labels.slot_valid, row_valid)
-              + ((row_scale,) if with_grads else ()))
+  operands = (
+    (features, kernel)
+    + (() if bias is None else (bias,))
+    + class_args
+    + row_args
+    + (labels.slot_index, labels.slot_valid, row_valid)
+    + ((row_scale,) if with_grads else ())
+  )
   row_layouts = tuple(Layout("n" if jnp.ndim(a) else "") for a in row_args)
-  in_layouts = ((Layout("n d"), Layout("d c")) + (() if bias is None else (Layout("c"),))
-                + (Layout("c"),) * len(class_args) + row_layouts
-                + (Layout("n k"), Layout("n k"), Layout("n"))
-                + ((Layout("n"),) if with_grads else ()))
+  in_layouts = (
+    (Layout("n d"), Layout("d c"))
+    + (() if bias is None else (Layout("c"),))
+    + (Layout("c"),) * len(class_args)
+    + row_layouts
+    + (Layout("n k"), Layout("n k"), Layout("n"))
+    + ((Layout("n"),) if with_grads else ())
+  )
   out_layouts = (Layout("n"),)
   if with_grads:
-    out_layouts += ((Layout("n d", "c"), Layout("d c", "n"))
-                    + (() if bias is None else (Layout("c", "n"),))
-                    + (Layout("c", "n"),) * len(class_args)
-                    + tuple(Layout(r.dims, "" if r.dims else "n") for r in row_layouts))
+    out_layouts += (
+      (Layout("n d", "c"), Layout("d c", "n"))
+      + (() if bias is None else (Layout("c", "n"),))
+      + (Layout("c", "n"),) * len(class_args)
+      + tuple(Layout(r.dims, "" if r.dims else "n") for r in row_layouts)
+    )
 
   def local(axis, *ops):
     # In the shard_map of explicit mesh axes, the loop carries that start from
@@ -59,25 +76,32 @@ def split_sweep(rule: Rule, inputs: Inputs, labels: LabelSlots, row_valid: jax.A
     classifier = [vary_like_all(ops[:2], a) for a in ops[:num_classifier]]
     h, w, *rest = classifier + list(ops[num_classifier:])
     b = None if bias is None else rest.pop(0)
-    c_args, rest = tuple(rest[:len(class_args)]), rest[len(class_args):]
-    r_args, rest = tuple(rest[:len(row_args)]), rest[len(row_args):]
+    c_args, rest = tuple(rest[: len(class_args)]), rest[len(class_args) :]
+    r_args, rest = tuple(rest[: len(row_args)]), rest[len(row_args) :]
     slots, valid, scale = LabelSlots(*rest[:2]), rest[2], (rest[3] if with_grads else None)
-    result = sweep(rule, Inputs(h, w, b, c_args, r_args), slots, valid,
-                   plan._replace(class_axis=axis), scale)
+    result = sweep(
+      rule, Inputs(h, w, b, c_args, r_args), slots, valid, plan._replace(class_axis=axis), scale
+    )
     if not with_grads:
       return (result,)
     per_row, grads = result
-    return (per_row, grads.features, grads.kernel) + (
-        () if grads.bias is None else (grads.bias,)) + grads.class_args + grads.row_args
+    return (
+      (per_row, grads.features, grads.kernel)
+      + (() if grads.bias is None else (grads.bias,))
+      + grads.class_args
+      + grads.row_args
+    )
 
-  outputs = class_parallel.call(local, operands, in_layouts, out_layouts, kernel_index=1,
-                                rows_index=0)
+  outputs = class_parallel.call(
+    local, operands, in_layouts, out_layouts, kernel_index=1, rows_index=0
+  )
   if not with_grads:
     return outputs[0]
   per_row, g_features, g_kernel, *rest = outputs
   g_bias = None if bias is None else rest.pop(0)
-  return per_row, Inputs(g_features, g_kernel, g_bias, tuple(rest[:len(class_args)]),
-                         tuple(rest[len(class_args):]))
+  return per_row, Inputs(
+    g_features, g_kernel, g_bias, tuple(rest[: len(class_args)]), tuple(rest[len(class_args) :])
+  )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4))
@@ -113,8 +137,9 @@ def _reduce(per_row, reduction):
 def _reduced_fwd(rule, inputs, labels, row_valid, plan, reduction):
   num_rows = inputs.features.shape[0]
   weight = 1 / num_rows if reduction == "mean" and num_rows else 1
-  scale = jnp.full((num_rows,), weight / plan.classes(inputs.kernel.shape[1]),
-                   inputs.features.dtype)
+  scale = jnp.full(
+    (num_rows,), weight / plan.classes(inputs.kernel.shape[1]), inputs.features.dtype
+  )
   per_row, grads = split_sweep(rule, inputs, labels, row_valid, plan, row_scale=scale)
   return _reduce(per_row, reduction), grads
 
@@ -127,19 +152,23 @@ def _reduced_bwd(rule, plan, reduction, grads, cotangent):
 reduced_loss.defvjp(_reduced_fwd, _reduced_bwd)
 
 
-def split_top_k(features: jax.Array, kernel: jax.Array, bias: jax.Array | None, k: int,
-                plan: Plan) -> tuple[jax.Array, jax.Array]:
+def split_top_k(
+  features: jax.Array, kernel: jax.Array, bias: jax.Array | None, k: int, plan: Plan
+) -> tuple[jax.Array, jax.Array]:
   """:func:`top_k`, per shard when ``jit``'s mesh splits the kernel by class."""
   if plan.class_axis is not None:
     return top_k(features, kernel, bias, k, plan)
 
   def local(axis, h, w, b=None):
     if axis is not None and k > w.shape[1]:
-      raise ValueError(f"top_k: k is {k}; expected k <= {w.shape[1]}, the classes each "
-                       f"device holds of the kernel split along {axis!r}")
+      raise ValueError(
+        f"top_k: k is {k}; expected k <= {w.shape[1]}, the classes each "
+        f"device holds of the kernel split along {axis!r}"
+      )
     return top_k(h, w, b, k, plan._replace(class_axis=axis))
 
   operands = (features, kernel) + (() if bias is None else (bias,))
-  layouts = (Layout("n d"), Layout("d c"), Layout("c"))[:len(operands)]
-  return class_parallel.call(local, operands, layouts, (Layout("n j"), Layout("n j")),
-                             kernel_index=1, rows_index=0)
+  layouts = (Layout("n d"), Layout("d c"), Layout("c"))[: len(operands)]
+  return class_parallel.call(
+    local, operands, layouts, (Layout("n j"), Layout("n j")), kernel_index=1, rows_index=0
+  )

@@ -8,10 +8,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxmargin._deterministic import take
 from jaxmargin._fused import Chunk, ChunkShare, RowTotals
 from jaxmargin._indices import canonical_indices
 from jaxmargin._row_sums import row_sums
-from jaxmargin._sharding import gather_like_index, scatter_in_rows, vary_like
+from jaxmargin._sharding import scatter_in_rows, vary_like
 
 
 def _safe_target(target, num_classes):
@@ -21,7 +22,7 @@ def _safe_target(target, num_classes):
 
 def _is_target(target, num_classes):
   """``(N, C)`` mask of each row's target class (clipped: see :func:`_safe_target`)."""
-  return jnp.arange(num_classes) == _safe_target(target, num_classes)[:, None]
+  return jnp.arange(num_classes, dtype=jnp.int32) == _safe_target(target, num_classes)[:, None]
 
 
 def _valid_rows(target, num_classes):
@@ -74,9 +75,9 @@ def multi_margin_per_sample(x, target, margin, class_weight, p):
   row_weight = None
   if class_weight is not None:
     # Sharded like the targets (explicit mesh axes cannot infer it), and
-    # differentiated by JAX's own gather rule, outside the custom VJP.
-    row_weight = vary_like(x, gather_like_index(
-        class_weight, _safe_target(target, x.shape[1])))
+    # differentiated outside the custom VJP, by a sum in a fixed order (JAX's
+    # gather rule scatter-adds, which a GPU does in no fixed order).
+    row_weight = vary_like(x, take(class_weight, _safe_target(target, x.shape[1])))
   return _multi_margin_vjp(x, target, vary_like(x, margin), row_weight, p)
 
 
@@ -120,8 +121,9 @@ def _bwd(p, residuals, cotangent):
   # torch accumulates them. Summed from the written gradient, it costs one read
   # and no extra reduction in the forward pass.
   others = jnp.sum(grad_x, axis=1)
-  grad_x = scatter_in_rows(grad_x, _safe_target(target, num_classes)[:, None],
-                           -others[:, None], "set")
+  grad_x = scatter_in_rows(
+    grad_x, _safe_target(target, num_classes)[:, None], -others[:, None], "set"
+  )
   # Only when differentiated (otherwise XLA drops them).
   grad_margin = jnp.sum(jnp.where(valid, others, 0)).astype(margin.dtype)
   grad_row_weight = None
@@ -187,6 +189,6 @@ class FusedMultiMargin:
         slope_sum = jnp.where(has_active, weight[:, 0] * slope_sum, 0)
     if not with_grads:
       return RowTotals(values, None, ())
+    assert slope_sum is not None
     drow = (slope_sum,) if weight is None else (slope_sum, hinge_sum)
     return RowTotals(values, -slope_sum[:, None], drow)
-

@@ -17,7 +17,9 @@ never build an ``(N, C, C)`` or ``(P, N, C)`` array.
   many terms that score enters. Best for dense rows.
 
 ``"auto"`` picks between them at run time from the longest label list, so a
-batch of sparse rows takes the loop and a batch with a dense row takes the sort.
+batch of sparse rows takes the loop and a batch with a dense row takes the sort
+(the threshold is per platform). Under ``vmap`` the mapped axis folds into the
+rows: the choice and the loops are the whole batch's, as in a batched call.
 
 The forward pass used for differentiation also returns, per score, the net
 number of active terms it enters (as a negative minus as a label); the
@@ -32,26 +34,85 @@ import math
 
 import jax
 import jax.numpy as jnp
-from jax import lax
+from jax import custom_batching, lax
 
 from jaxmargin._fused import Chunk, ChunkShare, RowTotals, count_in_rows, gather_in_rows
 from jaxmargin._indices import canonical_indices
 from jaxmargin._row_sums import row_sums
+from jaxmargin._settings import trace_platform
 from jaxmargin._sharding import scatter_in_rows, vary_like
 
 METHODS = ("auto", "slots", "sort")
 
 
-SORT_PASSES_PER_LOG2 = 24.0
+# The sort's cost in slot passes per log2(C), per platform
+# (``benchmarks/calibrate.py`` measures it). CPU: crossover 22-26 log2(C) at
+# N=64-256, C=1,000-30,000. The others are estimates until measured: on a GPU
+# each iteration of the slot loop is a kernel launch and a device-to-host
+# read of the loop predicate (some 10-20 us, against about 2 us for a pass
+# over a million scores), and the sort method runs about 2 log2(C)
+# iterations of its own binary searches plus one segmented sort, so it wins
+# from a few passes per log2(C); a TPU runs loop iterations on the device
+# but sorts with a bitonic network and gathers slowly, so the CPU's value
+# stands in.
+SORT_PASSES_PER_LOG2 = {"cpu": 24.0, "gpu": 4.0, "tpu": 24.0}
 
 
-def sort_is_cheaper(longest, num_classes):
+def sort_is_cheaper(longest, num_classes, platform="cpu"):
   """Whether the sort method beats the slot loop for a longest list of ``longest``.
 
   The loop does about ``longest`` fused passes over the scores; the sort costs
-  about ``SORT_PASSES_PER_LOG2 * log2(C)`` (measured in ``benchmarks/``).
+  about ``SORT_PASSES_PER_LOG2[platform] * log2(C)``. ``platform`` is
+  ``"cpu"``, ``"gpu"`` or ``"tpu"``; ``longest`` may be traced.
   """
-  return longest > SORT_PASSES_PER_LOG2 * math.log2(max(num_classes, 2))
+  # An integer threshold: exact for an integer ``longest``, and no float
+  # (float64 under x64) array in the traced comparison.
+  threshold = math.floor(SORT_PASSES_PER_LOG2[platform] * math.log2(max(num_classes, 2)))
+  return longest > threshold
+
+
+def _sort_is_cheaper_here(longest, num_classes):
+  """:func:`sort_is_cheaper` with the constant of the platform the program is lowered for.
+
+  ``lax.platform_dependent`` resolves when the platform is known (at lowering,
+  or just before compilation for a program exported for several): the
+  compiled program holds one integer threshold and no branch on the platform.
+  """
+
+  def on(platform):
+    return functools.partial(sort_is_cheaper, num_classes=num_classes, platform=platform)
+
+  return lax.platform_dependent(
+    longest, cpu=on("cpu"), cuda=on("gpu"), rocm=on("gpu"), tpu=on("tpu"), default=on("cpu")
+  )
+
+
+@custom_batching.custom_vmap
+def _batch_wide(longest):
+  """``longest``, as the maximum over every ``vmap`` axis it is batched along.
+
+  The method choice and the loops' trip counts read the longest list of the
+  whole batch. Under ``vmap`` over examples each example sees only its own
+  list; a batched predicate turns the ``lax.cond`` into a select that runs
+  both methods for every example, and a batched trip count runs each loop to
+  the batch's longest anyway, with a select per carry and iteration. With the
+  batch's maximum, a vmapped call makes the choice and the loops of the
+  batched call. (A vmap over examples does not get here:
+  :func:`_folded_under_vmap` makes their rows one batch. This serves the
+  vmaps it leaves to JAX, over a margin per example.)
+  """
+  return longest
+
+
+@_batch_wide.def_vmap
+def _batch_wide_vmap(axis_size, in_batched, longest):
+  del axis_size
+  (batched,) = in_batched
+  if not batched:
+    return longest, False
+  # Again through ``_batch_wide``: inside a nested ``vmap`` the maximum is
+  # still batched along the outer axes.
+  return _batch_wide(jnp.max(longest, axis=0, initial=0)), False
 
 
 class LabelLists:
@@ -72,12 +133,13 @@ class LabelLists:
     # The first negative entry ends the list (argmax, not cumsum: XLA:CPU's
     # cumsum is an order of magnitude slower than a reduction).
     is_end = target < 0
-    length = jnp.where(jnp.any(is_end, axis=1), jnp.argmax(is_end, axis=1), width)
+    # int32 throughout, as every index here: 64-bit under x64 otherwise.
+    length = jnp.where(jnp.any(is_end, axis=1), jnp.argmax(is_end, axis=1).astype(jnp.int32), width)
     in_range = target < num_classes
     self.row_valid = jnp.all((target >= -1) & in_range, axis=1)
-    self.slot_valid = (jnp.arange(width) < length[:, None]) & in_range
+    self.slot_valid = (jnp.arange(width, dtype=jnp.int32) < length[:, None]) & in_range
     self.slot_index = jnp.where(self.slot_valid, target, num_classes)
-    self.longest = jnp.max(length, initial=0)
+    self.longest = _batch_wide(jnp.max(length, initial=0))
 
   def slot(self, array, slot):
     """Column ``slot`` of an ``(N, C)`` array, as ``(N, 1)``."""
@@ -91,22 +153,21 @@ def _hinge_by_slots(x, labels, margin, with_counts):
   the longest label list of the batch.
   """
   num_classes = x.shape[1]
-  classes = jnp.arange(num_classes)
+  classes = jnp.arange(num_classes, dtype=jnp.int32)
   safe_index = jnp.minimum(labels.slot_index, num_classes - 1)
   # Empty slots get a finite stand-in score and are masked below: a NaN there
   # would do the same but set off jax_debug_nans and checkify's NaN checks.
-  label_scores = jnp.where(labels.slot_valid,
-                           jnp.take_along_axis(x, safe_index, axis=1), 0)
+  label_scores = jnp.where(labels.slot_valid, jnp.take_along_axis(x, safe_index, axis=1), 0)
 
   def add_label(slot, is_label):
     # Alone in its loop, this scatter updates in place (N entries per slot).
     # An OR at an in-bounds index, not a dropped write at index C, so that
     # checkify's index checks stay quiet.
-    return scatter_in_rows(is_label, labels.slot(safe_index, slot),
-                           labels.slot(labels.slot_valid, slot), "max")
+    return scatter_in_rows(
+      is_label, labels.slot(safe_index, slot), labels.slot(labels.slot_valid, slot), "max"
+    )
 
-  is_label = lax.fori_loop(0, labels.longest, add_label,
-                           jnp.zeros_like(x, bool))
+  is_label = lax.fori_loop(0, labels.longest, add_label, jnp.zeros_like(x, bool))
   negative = ~is_label
 
   def body(slot, carry):
@@ -126,8 +187,7 @@ def _hinge_by_slots(x, labels, margin, with_counts):
     counts = counts + active - jnp.where(is_this_label, slot_count[:, None], 0)
     return sums + slot_sum, counts
 
-  init = (jnp.zeros_like(x[:, 0]),
-          jnp.zeros_like(x if with_counts else x[:, :0], jnp.int32))
+  init = (jnp.zeros_like(x[:, 0]), jnp.zeros_like(x if with_counts else x[:, :0], jnp.int32))
   return lax.fori_loop(0, labels.longest, body, init)
 
 
@@ -168,7 +228,7 @@ def _hinge_by_sorting(x, labels, margin, with_counts):
   suffix = jnp.cumsum(ascending[:, ::-1], axis=1)[:, ::-1]
   suffix = jnp.concatenate([suffix, jnp.zeros_like(x[:, :1])], axis=1)
 
-  offset = margin - jnp.take_along_axis(x, safe_index, axis=1)   # (N, S)
+  offset = margin - jnp.take_along_axis(x, safe_index, axis=1)  # (N, S)
   usable = labels.slot_valid & ~jnp.isnan(offset)
   # Term (j, d) is active iff x[d] > threshold_j; unusable slots never are.
   threshold = jnp.where(usable, -offset, jnp.inf)
@@ -194,13 +254,57 @@ def _hinge(x, labels, margin, with_counts, method):
   if method == "sort":
     return _hinge_by_sorting(x, labels, margin, with_counts)
   return lax.cond(
-      sort_is_cheaper(labels.longest, x.shape[1]),
-      lambda: _hinge_by_sorting(x, labels, margin, with_counts),
-      lambda: _hinge_by_slots(x, labels, margin, with_counts))
+    _sort_is_cheaper_here(labels.longest, x.shape[1]),
+    lambda: _hinge_by_sorting(x, labels, margin, with_counts),
+    lambda: _hinge_by_slots(x, labels, margin, with_counts),
+  )
 
 
 def _per_sample(sums, labels, num_classes):
   return jnp.where(labels.row_valid, sums / num_classes, jnp.nan)
+
+
+def _rows(x, target, margin, with_counts, method):
+  """Per-sample losses, net counts (if asked) and valid rows of ``(N, C)`` scores."""
+  labels = LabelLists(target, x.shape[1])
+  sums, counts = _hinge(x, labels, margin, with_counts, method)
+  return _per_sample(sums, labels, x.shape[1]), counts, labels.row_valid
+
+
+@functools.cache
+def _folded_under_vmap(with_counts, method):
+  """:func:`_rows`, whose ``vmap`` folds the mapped axis into the rows.
+
+  Rows are independent, so a batch of ``(N, C)`` problems is one ``(B*N, C)``
+  problem: under ``vmap`` over examples this runs the batched call's program
+  (one method choice and one loop over the longest list of all rows), where
+  JAX's rule would batch every scatter and gather of the loops (about 20% more
+  time on XLA:CPU). A margin per example keeps JAX's rule, whose method choice
+  is still batch wide (:func:`_batch_wide`).
+  """
+  rows = functools.partial(_rows, with_counts=with_counts, method=method)
+
+  @custom_batching.custom_vmap
+  def folded(x, target, margin):
+    return rows(x, target, margin)
+
+  @folded.def_vmap
+  def _fold(axis_size, in_batched, x, target, margin):
+    x_batched, target_batched, margin_batched = in_batched
+    if margin_batched:
+      axes = tuple(0 if b else None for b in in_batched)
+      return jax.vmap(rows, in_axes=axes)(x, target, margin), (True, True, True)
+    x, target = (
+      a if b else jnp.broadcast_to(a, (axis_size, *a.shape))
+      for a, b in ((x, x_batched), (target, target_batched))
+    )
+    num_rows = axis_size * x.shape[1]
+    # Again through ``folded``: a nested vmap folds its own axis too.
+    out = folded(x.reshape(num_rows, x.shape[2]), target.reshape(num_rows, target.shape[2]), margin)
+    out = jax.tree.map(lambda a: a.reshape(axis_size, x.shape[1], *a.shape[1:]), out)
+    return out, (True, True, True)
+
+  return folded
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -226,18 +330,16 @@ def _multilabel_margin_vjp(x, target, margin, method="auto"):
   Returns:
     Per-sample losses of shape ``(N,)``.
   """
-  labels = LabelLists(target, x.shape[1])
-  sums, _ = _hinge(x, labels, margin, False, method)
-  return _per_sample(sums, labels, x.shape[1])
+  return _folded_under_vmap(False, method)(x, target, margin)[0]
 
 
 def _fwd(x, target, margin, method):
-  labels = LabelLists(target, x.shape[1])
   # The counts are piecewise constant in x: cutting the gradient here lets
   # grad-of-grad see a zero second derivative instead of a while loop.
-  sums, counts = _hinge(lax.stop_gradient(x), labels, lax.stop_gradient(margin), True,
-                        method)
-  return _per_sample(sums, labels, x.shape[1]), (counts, labels.row_valid, margin)
+  per_sample, counts, row_valid = _folded_under_vmap(True, method)(
+    lax.stop_gradient(x), target, lax.stop_gradient(margin)
+  )
+  return per_sample, (counts, row_valid, margin)
 
 
 def _bwd(method, residuals, cotangent):
@@ -247,7 +349,9 @@ def _bwd(method, residuals, cotangent):
   grad_x = jnp.where(row_valid[:, None], counts * scale, jnp.nan)
   # Each active term adds 1 at a negative and -1 at a label: the margin's
   # gradient is the number of active terms, i.e. minus the label counts.
-  active_terms = jnp.sum(jnp.where(counts > 0, counts, 0), axis=1)
+  # Summed as floats: an int32 sum could overflow (up to C*C/4 terms a row), and
+  # jnp.sum makes an int64 copy of the counts under x64.
+  active_terms = jnp.sum(jnp.where(counts > 0, counts, 0).astype(scale.dtype), axis=1)
   grad_margin = jnp.sum(jnp.where(row_valid, active_terms * scale[:, 0], 0))
   return grad_x.astype(cotangent.dtype), None, grad_margin.astype(margin.dtype)
 
@@ -269,10 +373,21 @@ multilabel_margin_per_sample = jax.jit(_margin_varying_like_x, static_argnames=(
 # Up to this many label slots, the fused rule compares every score with every
 # label's threshold (K vectorised compares per score, no gather); longer lists
 # binary-search the sorted thresholds (log2 K gathers per score, and a
-# histogram). On XLA:CPU the two cost the same at K = 128 (N=1024, C=100,000:
-# 1.9 s a step each; the compares take 1.6x the search's time at K = 256 and
-# 0.4x at K = 16).
-FUSED_COMPARE_MAX_SLOTS = 128
+# histogram). Per platform: on XLA:CPU the two cost the same at K = 128
+# (N=1024, C=100,000: 1.9 s a step each; the compares take 1.6x the search's
+# time at K = 256 and 0.4x at K = 16). GPU and TPU: the CPU's value until
+# measured there (``benchmarks/calibrate.py --fused``).
+FUSED_COMPARE_MAX_SLOTS = {"cpu": 128, "gpu": 128, "tpu": 128}
+
+
+def fused_method(num_slots: int, platform: str | None = None) -> str:
+  """The fused rule's method for ``num_slots`` label slots: ``"compare"`` or ``"search"``.
+
+  A static choice (the two rules keep different per-row sums), made for the
+  platform of :func:`jaxmargin._settings.trace_platform` unless given.
+  """
+  platform = platform or trace_platform()
+  return "compare" if num_slots <= FUSED_COMPARE_MAX_SLOTS[platform] else "search"
 
 
 def _count_below(padded, x):
@@ -320,15 +435,22 @@ class FusedMultilabelMargin:
     threshold = jnp.where(labels.slot_valid & ~jnp.isnan(offset), -offset, jnp.inf)
     if self.method == "compare":
       return threshold, None, None
-    order = jnp.argsort(threshold, axis=1)
-    ascending = jnp.take_along_axis(threshold, order, axis=1)
+    # jnp.argsort's stable sort, with int32 positions (64-bit under x64).
+    ascending, order = lax.sort(
+      (threshold, lax.broadcasted_iota(jnp.int32, threshold.shape, 1)),
+      dimension=1,
+      is_stable=True,
+      num_keys=1,
+    )
     # Padded with inf to 2**levels - 1 entries, for a search in power-of-two
     # steps; prefix[n, c] sums the c lowest thresholds.
     levels = ascending.shape[1].bit_length()
-    padded = jnp.pad(ascending, ((0, 0), (0, 2**levels - 1 - ascending.shape[1])),
-                     constant_values=jnp.inf)
-    prefix = jnp.concatenate([jnp.zeros_like(ascending[:, :1]),
-                              jnp.cumsum(ascending, axis=1)], axis=1)
+    padded = jnp.pad(
+      ascending, ((0, 0), (0, 2**levels - 1 - ascending.shape[1])), constant_values=jnp.inf
+    )
+    prefix = jnp.concatenate(
+      [jnp.zeros_like(ascending[:, :1]), jnp.cumsum(ascending, axis=1)], axis=1
+    )
     return threshold, order, (padded, prefix)
 
   def chunk(self, context, chunk: Chunk, with_grads):
@@ -336,10 +458,13 @@ class FusedMultilabelMargin:
     x, negative = chunk.scores, ~chunk.is_label
     num_slots = threshold.shape[1]
     if self.method == "compare":
-      active = [(x > threshold[:, k:k + 1]) & negative for k in range(num_slots)]
+      active = [(x > threshold[:, k : k + 1]) & negative for k in range(num_slots)]
       per_score = sum((a.astype(x.dtype) for a in active), jnp.zeros_like(x))
-      counts = (jnp.stack(row_sums(*(a.astype(jnp.int32) for a in active)), axis=1)
-                if active else jnp.zeros_like(threshold, jnp.int32))
+      counts = (
+        jnp.stack(row_sums(*(a.astype(jnp.int32) for a in active)), axis=1)
+        if active
+        else jnp.zeros_like(threshold, jnp.int32)
+      )
       (values,) = row_sums(jnp.where(per_score > 0, per_score * x, 0))
       return ChunkShare(values, counts, per_score)
     padded, prefix = ascending
@@ -357,8 +482,7 @@ class FusedMultilabelMargin:
       values = values - jnp.sum(jnp.where(counts > 0, counts * threshold, 0), axis=1)
     else:
       # n at sorted position r is the number of scores with c_d > r.
-      above = jnp.cumsum(sums[:, :0:-1], axis=1)[:, ::-1]
+      above = jnp.cumsum(sums[:, :0:-1], axis=1, dtype=jnp.int32)[:, ::-1]
       counts = scatter_in_rows(jnp.zeros_like(above), order, above, "set")
     counts = counts.astype(values.dtype)
     return RowTotals(values, -counts, (jnp.sum(counts, axis=1),))
-

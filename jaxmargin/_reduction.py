@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from typing import Literal, cast
 
 import jax
 import jax.numpy as jnp
 
 REDUCTIONS = ("none", "mean", "sum")
+# The type of a ``reduction`` argument.
+Reduction = Literal["none", "mean", "sum"]
 
 
 def legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
@@ -25,22 +28,51 @@ def legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
   else:
     name = "sum"
   warnings.warn(
-      "size_average and reduce args will be deprecated, please use "
-      f"reduction='{name}' instead.",
-      UserWarning,
-      stacklevel=4,
+    f"size_average and reduce args will be deprecated, please use reduction='{name}' instead.",
+    UserWarning,
+    stacklevel=4,
   )
   return name
 
 
-def resolve_reduction(
-    reduction: str,
-    size_average: bool | None,
-    reduce: bool | None,
-    *,
-    allow_elementwise_mean: bool,
-    invalid_message: str,
+# torch's words for an unknown name: its C++-backed losses (multilabel_margin,
+# multi_margin) and its Python-level soft margin loss put it differently.
+INVALID_REDUCTION = "{reduction} is not a valid value for reduction"
+INVALID_SOFT_REDUCTION = "{reduction} is not valid"
+
+
+def check_reduction(
+  fn: str, reduction: str, *, allow_elementwise_mean: bool, invalid_message: str
 ) -> str:
+  """Checks a torch-style ``reduction`` name; returns it unchanged.
+
+  Args:
+    fn: the loss (or module) named in the error.
+    reduction: the ``reduction`` argument.
+    allow_elementwise_mean: whether the deprecated alias ``'elementwise_mean'``
+      is accepted (torch's C++-backed losses accept it, the soft margin loss
+      does not).
+    invalid_message: torch's words for an unknown name, formatted with
+      ``{reduction}``; the ``ValueError`` puts the loss and the argument in
+      front of them and what is expected after them.
+  """
+  if reduction in REDUCTIONS or (allow_elementwise_mean and reduction == "elementwise_mean"):
+    return reduction
+  raise ValueError(
+    f"{fn}: reduction: {invalid_message.format(reduction=reduction)}; "
+    "expected 'none', 'mean' or 'sum'"
+  )
+
+
+def resolve_reduction(
+  reduction: str,
+  size_average: bool | None,
+  reduce: bool | None,
+  *,
+  fn: str,
+  allow_elementwise_mean: bool,
+  invalid_message: str,
+) -> Reduction:
   """Returns one of :data:`REDUCTIONS` the way torch picks it.
 
   Args:
@@ -48,25 +80,23 @@ def resolve_reduction(
     size_average: torch's legacy argument; when it or ``reduce`` is not
       ``None``, ``reduction`` is ignored (with a ``UserWarning``).
     reduce: torch's legacy argument.
-    allow_elementwise_mean: whether the deprecated alias ``'elementwise_mean'``
-      is accepted (torch's C++-backed losses accept it, the soft margin loss
-      does not).
-    invalid_message: the ``ValueError`` message for an unknown name, formatted
-      with ``{reduction}``; torch words it differently per loss.
+    fn: the loss, for the error message.
+    allow_elementwise_mean: see :func:`check_reduction`.
+    invalid_message: see :func:`check_reduction`.
   """
   if size_average is not None or reduce is not None:
-    return legacy_reduction(size_average, reduce)
-  if allow_elementwise_mean and reduction == "elementwise_mean":
+    return cast(Reduction, legacy_reduction(size_average, reduce))
+  check_reduction(
+    fn, reduction, allow_elementwise_mean=allow_elementwise_mean, invalid_message=invalid_message
+  )
+  if reduction == "elementwise_mean":
     warnings.warn(
-        "reduction='elementwise_mean' is deprecated. Please use "
-        "reduction='mean' instead.",
-        UserWarning,
-        stacklevel=3,
+      "reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
+      UserWarning,
+      stacklevel=3,
     )
     return "mean"
-  if reduction not in REDUCTIONS:
-    raise ValueError(invalid_message.format(reduction=reduction))
-  return reduction
+  return cast(Reduction, reduction)
 
 
 def apply_reduction(per_sample: jax.Array, reduction: str) -> jax.Array:

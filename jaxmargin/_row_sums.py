@@ -23,7 +23,11 @@ def row_sums(*terms: jax.Array) -> tuple[jax.Array, ...]:
     A tuple with one ``(...)`` array per input.
   """
   zeros = tuple(jnp.zeros((), t.dtype) for t in terms)
-  return tuple(lax.reduce(
-      terms, zeros,
-      lambda a, b: tuple(u + v for u, v in zip(a, b)),
-      (terms[0].ndim - 1,)))
+  return tuple(
+    lax.reduce(
+      terms,
+      zeros,
+      lambda a, b: tuple(u + v for u, v in zip(a, b, strict=False)),
+      (terms[0].ndim - 1,),
+    )
+  )

@@ -7,6 +7,8 @@ import contextvars
 import os
 from collections.abc import Iterator
 
+import jax
+
 _ENV_VALUE_CHECKS = "JAXMARGIN_VALUE_CHECKS"
 _ON, _OFF = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
 
@@ -17,12 +19,14 @@ def _value_checks_from_env(raw: str | None) -> bool:
     return True
   if raw.strip().lower() in _OFF:
     return False
-  raise ValueError(f"{_ENV_VALUE_CHECKS} is {raw!r}; expected one of "
-                   f"{', '.join(_ON + _OFF)}")
+  raise ValueError(f"{_ENV_VALUE_CHECKS} is {raw!r}; expected one of {', '.join(_ON + _OFF)}")
 
 
-_value_checks = contextvars.ContextVar(
-    "jaxmargin_value_checks", default=_value_checks_from_env(os.environ.get(_ENV_VALUE_CHECKS)))
+# The default is a bool, not a mutable structure: ruff cannot tell.
+_value_checks: contextvars.ContextVar[bool] = contextvars.ContextVar(
+  "jaxmargin_value_checks",
+  default=_value_checks_from_env(os.environ.get(_ENV_VALUE_CHECKS)),  # noqa: B039
+)
 
 
 def value_checks_enabled() -> bool:
@@ -68,3 +72,17 @@ def value_checks(enabled: bool) -> Iterator[None]:
     yield
   finally:
     _value_checks.reset(token)
+
+
+def trace_platform() -> str:
+  """The platform whose tuned constants a loss traced now uses: cpu, gpu or tpu.
+
+  JAX's default backend when the loss is traced (``jax.default_backend()``),
+  for the choices a trace must make in Python; a choice made in the program
+  itself uses ``lax.platform_dependent``, which sees the lowering platform.
+  CUDA and ROCm are both ``"gpu"``; any other platform counts as ``"cpu"``.
+  """
+  backend = jax.default_backend()
+  if backend in ("gpu", "cuda", "rocm"):
+    return "gpu"
+  return backend if backend == "tpu" else "cpu"

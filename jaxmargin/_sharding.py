@@ -18,10 +18,9 @@ def vary_like(x: jax.Array, a: jax.Array) -> jax.Array:
   per shard, so its cotangent (a sum over the scores) would not type-check.
   Outside ``shard_map`` both sets are empty and ``a`` is returned unchanged.
   """
-  if not hasattr(lax, "pcast"):   # JAX before varying manual axes (< 0.7).
+  if not hasattr(lax, "pcast"):  # JAX before varying manual axes (< 0.7).
     return a
-  missing = tuple(jax.typeof(x).manual_axis_type.varying
-                  - jax.typeof(a).manual_axis_type.varying)
+  missing = tuple(jax.typeof(x).manual_axis_type.varying - jax.typeof(a).manual_axis_type.varying)
   return lax.pcast(a, missing, to="varying") if missing else a
 
 
@@ -32,8 +31,7 @@ def vary_like_all(arrays: tuple[jax.Array, ...], a: jax.Array) -> jax.Array:
   return a
 
 
-def scatter_in_rows(base: jax.Array, index: jax.Array, values: jax.Array,
-                    how: str) -> jax.Array:
+def scatter_in_rows(base: jax.Array, index: jax.Array, values: jax.Array, how: str) -> jax.Array:
   """``base[n].at[index[n]].<how>(values[n])`` for every row ``n`` at once.
 
   One scatter at ``[arange(N)[:, None], index]`` (not a ``vmap`` of per-row
@@ -41,7 +39,7 @@ def scatter_in_rows(base: jax.Array, index: jax.Array, values: jax.Array,
   is sharded as ``base`` is: explicit mesh axes cannot infer it when the row
   numbers, built from a shape, are replicated and ``index`` is batch-sharded.
   """
-  rows = jnp.arange(index.shape[0])[:, None]
+  rows = jnp.arange(index.shape[0], dtype=jnp.int32)[:, None]
   update = getattr(base.at[rows, index], how)
   if not _takes_out_sharding(update):
     return update(values)

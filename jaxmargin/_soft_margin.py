@@ -12,6 +12,9 @@ from jax.custom_derivatives import SymbolicZero
 
 from jaxmargin._fused import Chunk, ChunkShare, RowTotals
 from jaxmargin._row_sums import row_sums
+from jaxmargin._validation import compute_dtype
+
+_HALF_DTYPES = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
 
 
 def _neg_log_sigmoids(x, decay=None):
@@ -31,8 +34,8 @@ def _decay(x):
 
 def _sigmoids(x, decay):
   """``(sigmoid(x), sigmoid(-x))`` from ``decay = exp(-|x|)``: a division, no more exps."""
-  near = 1 / (1 + decay)        # the sigmoid of |x|
-  far = decay * near            # the sigmoid of -|x|
+  near = 1 / (1 + decay)  # the sigmoid of |x|
+  far = decay * near  # the sigmoid of -|x|
   positive = x >= 0
   return jnp.where(positive, near, far), jnp.where(positive, far, near)
 
@@ -58,7 +61,20 @@ def soft_margin_terms(x, target, weight):
 def _terms(target, positive_part, negative_part):
   # torch's t * (...) + (1 - t) * (...) shape keeps its NaN from 0 * inf at
   # x = +-inf.
-  return target * positive_part + (1 - target) * negative_part
+  return target * positive_part + _one_minus(target) * negative_part
+
+
+def _one_minus(target):
+  """``1 - target`` in the target's own dtype, rounded there as in torch."""
+  complement = 1 - target
+  if complement.dtype in _HALF_DTYPES:
+    # XLA:CPU computes half types in float32 and drops a rounding that a
+    # wider operation undoes at once; reduce_precision keeps it.
+    info = jnp.finfo(complement.dtype)
+    complement = jax.lax.reduce_precision(
+      complement, exponent_bits=info.nexp, mantissa_bits=info.nmant
+    )
+  return complement
 
 
 def _soft_margin_terms_jvp(primals, tangents):
@@ -71,9 +87,13 @@ def _soft_margin_terms_jvp(primals, tangents):
   # sigma(x) - t, written as (1 - t) sigma(x) - t sigma(-x): for t = 1 and
   # x >> 0 the plain difference cancels to 0, this keeps -sigma(-x) exact.
   # The weight goes into each branch, as torch's autograd takes it, so that an
-  # infinite weight gives torch's NaN (inf * 0) in the derivatives too.
-  slope = (_weighted(weight, 1 - target) * sigmoid
-           - _weighted(weight, target) * sigmoid_of_minus)
+  # infinite weight gives torch's NaN (inf * 0) in the derivatives too; in the
+  # loss's dtype, as there, not in a narrower one of the target and weight.
+  wide = jnp.result_type(terms, *(() if weight is None else (weight,)))
+  slope = (
+    _weighted(weight, _one_minus(target).astype(wide)) * sigmoid
+    - _weighted(weight, target.astype(wide)) * sigmoid_of_minus
+  )
   # Only the inputs that have tangents: an instantiated zero tangent of the
   # target would turn an overflowing target slope (w * softplus(-x) for
   # x near the lowest float) into inf * 0 = NaN.
@@ -94,6 +114,35 @@ def _is_zero(tangent) -> bool:
 
 
 soft_margin_terms.defjvp(_soft_margin_terms_jvp, symbolic_zeros=True)
+
+
+def torch_order_operands(x, target, weight):
+  """The loss's operands in the dtypes that make JAX round as torch does.
+
+  torch evaluates ``-(t * logsigmoid(x) + (1 - t) * logsigmoid(-x)) * w`` one
+  operation at a time, each in the promotion of its operands: the
+  log-sigmoids in the input's dtype, ``1 - t`` in the target's, the weight's
+  product after the terms are formed. Promoting everything first instead
+  moves a float64 loss with a float32 target by about 1e-8, and one with a
+  bfloat16 target by about 1e-3. Left in their own dtypes, the operands take
+  torch's path through :func:`soft_margin_terms`; integer targets and weights
+  become the input's dtype (exact for any count of classes).
+
+  A half-type input is different: torch rounds its every step to the half
+  type, where we promise float32 accumulation and one rounding at the end.
+  Its operands are all cast to the compute dtype of their promotion, which
+  is within the half type's rounding of torch.
+  """
+  if x.dtype in _HALF_DTYPES:
+    dtype = compute_dtype(jnp.result_type(*(a for a in (x, target, weight) if a is not None)))
+    return tuple(None if a is None else a.astype(dtype) for a in (x, target, weight))
+
+  def own_dtype(a):
+    if a is None or jnp.issubdtype(a.dtype, jnp.floating):
+      return a
+    return a.astype(x.dtype)
+
+  return x, own_dtype(target), own_dtype(weight)
 
 
 def multilabel_soft_margin_per_sample(x, target, weight, where=None):
@@ -166,4 +215,3 @@ class FusedSoftMargin:
 
   def finish(self, context, values, sums, with_grads):
     return RowTotals(values, None, ())
-

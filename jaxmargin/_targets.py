@@ -15,9 +15,9 @@ def _as_rows(array):
 
 
 def padded_to_multi_hot(
-    target: jax.typing.ArrayLike,
-    *,
-    dtype: jax.typing.DTypeLike = jnp.int32,
+  target: jax.typing.ArrayLike,
+  *,
+  dtype: jax.typing.DTypeLike = jnp.int32,
 ) -> jax.Array:
   """Multi-hot labels from torch's ``-1``-padded label lists.
 
@@ -66,19 +66,27 @@ def _lists_to_multi_hot(lists, num_classes, dtype):
   index = jnp.clip(rows, 0, num_classes - 1)
   hot = jnp.zeros((rows.shape[0], num_classes), bool)
   hot = scatter_in_rows(hot, index, _listed(rows, num_classes), "max").astype(dtype)
-  return hot.reshape(lists.shape[:-1] + (num_classes,))
+  return hot.reshape((*lists.shape[:-1], num_classes))
 
 
 def multi_hot_to_padded(labels: jax.typing.ArrayLike) -> jax.Array:
   """torch's ``-1``-padded label lists from multi-hot labels.
 
   Args:
-    labels: array of shape ``(..., C)``; a nonzero entry marks a label.
+    labels: array of shape ``(..., C)`` with values in {0, 1} (any real or
+      bool dtype); 1 marks a label.
 
   Returns:
     int32 array of shape ``(..., C)``: each row's label indices in increasing
     order, then ``-1`` up to width ``C``. This is the target format of
     :func:`jaxmargin.multilabel_margin_loss`.
+
+  Raises:
+    ValueError: for concrete labels with a value other than 0 and 1 (a soft
+      label such as 0.9, or a padded target's -1), as
+      :func:`jaxmargin.losses.multilabel_margin_loss` rejects them. Under
+      ``jit`` it is a ``checkify`` check, and any nonzero value counts as a
+      label.
 
   Example:
     >>> import jax.numpy as jnp
@@ -86,11 +94,17 @@ def multi_hot_to_padded(labels: jax.typing.ArrayLike) -> jax.Array:
     >>> print(multi_hot_to_padded(jnp.array([[1, 0, 0, 1]])))
     [[ 0  3 -1 -1]]
   """
-  labels = jnp.asarray(labels)
+  fn = "multi_hot_to_padded"
+  labels = v.as_array(fn, "labels", labels)
   if labels.ndim == 0:
-    raise ValueError("multi_hot_to_padded: labels shape () has no class axis; "
-                     "expected (..., C)")
-  hot = _as_rows(labels) != 0
+    raise ValueError(f"{fn}: labels shape () has no class axis; expected (..., C)")
+  return v.check_multi_hot(fn, labels, hot_to_padded(labels))
+
+
+def hot_to_padded(labels: jax.Array) -> jax.Array:
+  """:func:`multi_hot_to_padded` without the check of the values: nonzero is a label."""
+  # astype, not != 0: a bool compared with an int is an int64 copy under x64.
+  hot = _as_rows(labels).astype(bool)
   num_classes = hot.shape[1]
   # Label c goes to slot (number of labels before it); the rest stays -1.
   # Non-labels write to an extra last column that is then cut off, so every
@@ -100,8 +114,8 @@ def multi_hot_to_padded(labels: jax.typing.ArrayLike) -> jax.Array:
   # From ``hot``, not a bare broadcast, so that it is sharded as ``hot`` is.
   classes = jnp.where(hot, jnp.arange(num_classes, dtype=jnp.int32), -1)
   padded = scatter_in_rows(
-      jnp.full_like(jnp.concatenate([hot, hot[:, :1]], axis=1), -1, jnp.int32),
-      slot, classes, "set")
+    jnp.full_like(jnp.concatenate([hot, hot[:, :1]], axis=1), -1, jnp.int32), slot, classes, "set"
+  )
   return padded[:, :num_classes].reshape(labels.shape)
 
 
@@ -119,8 +133,9 @@ def _first_slots(padded, max_labels, fn, name):
   lists = jnp.where(listed, rows, -1)
   width = min(max_labels, lists.shape[1])
   lists = jnp.concatenate(
-      [lists[:, :width], jnp.full((lists.shape[0], max_labels - width), -1, jnp.int32)], 1)
-  lists = lists.reshape(padded.shape[:-1] + (max_labels,))
+    [lists[:, :width], jnp.full((lists.shape[0], max_labels - width), -1, jnp.int32)], 1
+  )
+  lists = lists.reshape((*padded.shape[:-1], max_labels))
   longest = jnp.sum(listed, axis=1)
   return v.check_values(v.ListLength(fn, name, max_labels), longest, lists)
 
@@ -150,11 +165,11 @@ def multi_hot_to_label_list(labels: jax.typing.ArrayLike, *, max_labels: int) ->
     [[ 0  3 -1]]
   """
   fn = "multi_hot_to_label_list"
-  labels = jnp.asarray(labels)
+  labels = v.as_array(fn, "labels", labels)
   if labels.ndim == 0:
     raise ValueError(f"{fn}: labels shape () has no class axis; expected (..., C)")
   labels = v.check_multi_hot(fn, labels, labels)
-  return _first_slots(multi_hot_to_padded(labels), max_labels, fn, "labels")
+  return _first_slots(hot_to_padded(labels), max_labels, fn, "labels")
 
 
 def padded_to_label_list(target: jax.typing.ArrayLike, *, max_labels: int) -> jax.Array:
@@ -198,10 +213,10 @@ def _num_classes(fn, num_classes):
 
 
 def label_list_to_multi_hot(
-    labels: jax.typing.ArrayLike,
-    *,
-    num_classes: int,
-    dtype: jax.typing.DTypeLike = jnp.int32,
+  labels: jax.typing.ArrayLike,
+  *,
+  num_classes: int,
+  dtype: jax.typing.DTypeLike = jnp.int32,
 ) -> jax.Array:
   """Multi-hot labels ``(..., C)`` from compact label lists ``(..., K)``.
 
@@ -262,12 +277,13 @@ def label_list_to_padded(labels: jax.typing.ArrayLike, *, num_classes: int) -> j
   num_classes = _num_classes(fn, num_classes)
   labels = v.as_index_array(fn, "labels", labels)
   if labels.ndim == 0 or labels.shape[-1] > num_classes:
-    raise ValueError(f"{fn}: labels shape {labels.shape} is not a list of at most "
-                     f"num_classes={num_classes} labels; expected (..., K) with K <= "
-                     f"{num_classes}")
+    raise ValueError(
+      f"{fn}: labels shape {labels.shape} is not a list of at most "
+      f"num_classes={num_classes} labels; expected (..., K) with K <= "
+      f"{num_classes}"
+    )
   labels = v.check_target_range(fn, labels, -1, num_classes - 1, name="labels")
   rows = canonical_indices(_as_rows(labels), num_classes)
   rows = jnp.where(_listed(rows, num_classes), rows, -1)
   padding = jnp.full((rows.shape[0], num_classes - rows.shape[1]), -1, jnp.int32)
-  return jnp.concatenate([rows, padding], 1).reshape(labels.shape[:-1] + (num_classes,))
-
+  return jnp.concatenate([rows, padding], 1).reshape((*labels.shape[:-1], num_classes))

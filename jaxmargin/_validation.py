@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 
@@ -21,40 +22,89 @@ from jaxmargin._reduction import REDUCTIONS
 from jaxmargin._settings import value_checks_enabled
 
 _HALF_DTYPES = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+# What a margin argument may be, for error messages.
+MARGIN = "a real number or a scalar array"
+
+
+def _brief(value) -> str:
+  """``repr(value)``, cut short: an error message quotes what it got, not all of it."""
+  text = repr(value)
+  return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def as_array(fn: str, name: str, value, expected: str = "an array of numbers") -> jax.Array:
+  """``jnp.asarray(value)``, or a ``TypeError`` naming ``name`` if it is not array-like.
+
+  ``None``, a string or an arbitrary object would otherwise fail inside JAX
+  with a message that does not say which argument it was.
+  """
+  if value is None or isinstance(value, (str, bytes)):
+    raise TypeError(f"{fn}: {name} is {_brief(value)}; expected {expected}")
+  try:
+    return jnp.asarray(value)
+  except (TypeError, ValueError) as error:
+    raise TypeError(
+      f"{fn}: {name} is {_brief(value)}, which is not an array ({error}); expected {expected}"
+    ) from None
+
+
+def as_optional_array(
+  fn: str, name: str, value, expected: str = "an array of numbers or None"
+) -> jax.Array | None:
+  """:func:`as_array`, with ``None`` passed through."""
+  return None if value is None else as_array(fn, name, value, expected)
+
+
+def array_args(fn: str, optional: tuple[str, ...] = (), **arrays) -> list:
+  """A public function's array arguments as arrays, before they enter its jitted kernel.
+
+  A list would enter it as a pytree of scalars, one argument per element (and
+  JAX warns of lists in its shape functions), and a value that is not an array
+  would fail inside JAX without naming its argument. The names in
+  ``optional`` may be ``None``; ``margin`` is a scalar.
+  """
+  out = []
+  for name, value in arrays.items():
+    if name == "margin":
+      out.append(as_array(fn, name, value, MARGIN))
+    elif name in optional:
+      out.append(as_optional_array(fn, name, value))
+    else:
+      out.append(as_array(fn, name, value))
+  return out
 
 
 def as_float_array(fn: str, name: str, value: jax.typing.ArrayLike) -> jax.Array:
   """Converts ``value`` to an array and checks that it has a floating dtype."""
-  array = jnp.asarray(value)
+  array = as_array(fn, name, value, "a floating array")
   if not jnp.issubdtype(array.dtype, jnp.floating):
     raise TypeError(
-        f"{fn}: {name} dtype {array.dtype} is not a floating dtype; expected "
-        "float16, bfloat16, float32 or float64"
+      f"{fn}: {name} dtype {array.dtype} is not a floating dtype; expected "
+      "float16, bfloat16, float32 or float64"
     )
   return array
 
 
 def as_real_array(fn: str, name: str, value: jax.typing.ArrayLike) -> jax.Array:
   """Converts ``value`` to an array and checks that it holds real numbers."""
-  array = jnp.asarray(value)
+  array = as_array(fn, name, value, "an array of real numbers")
   if array.dtype == jnp.bool_ or not (
-      jnp.issubdtype(array.dtype, jnp.floating)
-      or jnp.issubdtype(array.dtype, jnp.integer)
+    jnp.issubdtype(array.dtype, jnp.floating) or jnp.issubdtype(array.dtype, jnp.integer)
   ):
     raise TypeError(
-        f"{fn}: {name} dtype {array.dtype} is not a real number dtype; "
-        "expected a floating or integer dtype"
+      f"{fn}: {name} dtype {array.dtype} is not a real number dtype; "
+      "expected a floating or integer dtype"
     )
   return array
 
 
 def as_index_array(fn: str, name: str, value: jax.typing.ArrayLike) -> jax.Array:
   """Converts ``value`` to an array and checks that it holds class indices."""
-  array = jnp.asarray(value)
+  array = as_array(fn, name, value, "an integer array of class indices")
   if not jnp.issubdtype(array.dtype, jnp.integer):
     raise TypeError(
-        f"{fn}: {name} dtype {array.dtype} is not an integer dtype; expected "
-        "integer class indices (any signed or unsigned integer dtype)"
+      f"{fn}: {name} dtype {array.dtype} is not an integer dtype; expected "
+      "integer class indices (any signed or unsigned integer dtype)"
     )
   return array
 
@@ -70,20 +120,21 @@ def check_matrix_input(fn: str, array: jax.Array) -> tuple[int, int]:
   A 0-D input is one sample with one class, a 1-D input ``(C,)`` is one
   sample, a 2-D input is ``(N, C)`` with ``N = 0`` allowed and ``C >= 1``.
   """
-  if array.ndim > 2 or (array.ndim == 2 and array.shape[1] == 0) or (
-      array.ndim == 1 and array.shape[0] == 0
+  if (
+    array.ndim > 2
+    or (array.ndim == 2 and array.shape[1] == 0)
+    or (array.ndim == 1 and array.shape[0] == 0)
   ):
     raise ValueError(
-        f"{fn}: input shape {array.shape} is not a non-empty vector or matrix; "
-        "expected (), (C,) or (N, C) with C >= 1"
+      f"{fn}: input shape {array.shape} is not a non-empty vector or matrix; "
+      "expected (), (C,) or (N, C) with C >= 1"
     )
   if array.ndim == 2:
     return array.shape[0], array.shape[1]
   return 1, (array.shape[0] if array.ndim == 1 else 1)
 
 
-def check_values(check: Check, array: jax.Array,
-                 carrier: jax.Array | None = None) -> jax.Array:
+def check_values(check: Check, array: jax.Array, carrier: jax.Array | None = None) -> jax.Array:
   """Applies a value check: ``ValueError`` when known now, else a checkify check.
 
   When nothing is tracing, the check runs now and raises ``ValueError``.
@@ -115,16 +166,33 @@ def check_values(check: Check, array: jax.Array,
 
 
 def check_p(fn: str, p: int) -> int:
-  """Checks the hinge exponent of the multi-class margin loss (torch's rule)."""
+  """Checks the hinge exponent of the multi-class margin loss (torch's rule).
+
+  ``p`` picks the program, so it must be a Python value: under ``jax.jit``
+  that means a static argument.
+  """
+  if isinstance(p, jax.core.Tracer):
+    raise TypeError(
+      f"{fn}: p is a traced value ({p.aval}); expected a static 1 or 2: "
+      "under jax.jit, make it static, e.g. jax.jit(f, "
+      "static_argnames=('p', 'reduction'))"
+    )
   if p != 1 and p != 2:
-    raise ValueError(f"{fn}: p is {p!r}; expected 1 or 2 (only p == 1 and p == 2 "
-                     "supported)")
+    raise ValueError(f"{fn}: p is {p!r}; expected 1 or 2 (only p == 1 and p == 2 supported)")
   return int(p)
+
+
+def check_axis(fn: str, axis) -> int:
+  """Checks a static class ``axis``: an int (its range is checked with the array)."""
+  if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+    raise TypeError(f"{fn}: axis is {_brief(axis)}; expected an int")
+  return int(axis)
 
 
 def as_scalar_margin(fn: str, margin: jax.typing.ArrayLike) -> jax.Array:
   """Converts ``margin`` to a real scalar array."""
-  array = as_real_array(fn, "margin", margin)
+  array = as_array(fn, "margin", margin, MARGIN)
+  array = as_real_array(fn, "margin", array)
   if array.ndim != 0:
     raise ValueError(f"{fn}: margin shape {array.shape} is not a scalar; expected ()")
   return array
@@ -149,13 +217,21 @@ class TargetRange:
       ok = ok & (smallest >= self.low)
     if self.high < limits.max:
       ok = ok & (largest <= self.high)
-    message = (f"{self.fn}: {self.name} values must lie in [{self.low}, {self.high}]; "
-               "got values in [{smallest}, {largest}]")
+    message = (
+      f"{self.fn}: {self.name} values must lie in [{self.low}, {self.high}]; "
+      "got values in [{smallest}, {largest}]"
+    )
     return ok, message, {"smallest": smallest, "largest": largest}
 
 
-def check_target_range(fn: str, target: jax.typing.ArrayLike, low: int, high: int,
-                       name: str = "target", carrier: jax.Array | None = None) -> jax.Array:
+def check_target_range(
+  fn: str,
+  target: jax.typing.ArrayLike,
+  low: int,
+  high: int,
+  name: str = "target",
+  carrier: jax.Array | None = None,
+) -> jax.Array:
   """Checks that every value of an integer ``target`` lies in ``[low, high]``.
 
   Raises ``ValueError`` for concrete values; under a transformation see
@@ -189,14 +265,17 @@ class MultiHot:
     bad = jnp.where(is_binary, jnp.zeros_like(labels), labels)
     highest = jnp.max(bad)
     bad_value = jnp.where(highest != 0, highest, jnp.min(bad))
-    message = (f"{self.fn}: {self.name} values must be 0 or 1 (multi-hot); got {{value}} "
-               "(a padded torch target goes to jaxmargin.multilabel_margin_loss, or "
-               "convert it with padded_to_multi_hot)")
+    message = (
+      f"{self.fn}: {self.name} values must be 0 or 1 (multi-hot); got {{value}} "
+      "(a padded torch target goes to jaxmargin.multilabel_margin_loss, or "
+      "convert it with padded_to_multi_hot)"
+    )
     return jnp.all(is_binary), message, {"value": bad_value}
 
 
-def check_multi_hot(fn: str, labels: jax.Array, carrier: jax.Array,
-                    name: str = "labels") -> jax.Array:
+def check_multi_hot(
+  fn: str, labels: jax.Array, carrier: jax.Array, name: str = "labels"
+) -> jax.Array:
   """Checks that ``labels`` holds only 0 and 1; returns ``carrier``.
 
   Raises ``ValueError`` for concrete values; under a transformation see
@@ -217,8 +296,10 @@ class ListLength:
 
   def __call__(self, lengths: jax.Array) -> tuple[jax.Array, str, dict[str, jax.Array]]:
     longest = jnp.max(lengths, initial=0)
-    message = (f"{self.fn}: {self.name} has a row with {{longest}} labels; expected at "
-               f"most max_labels={self.limit}")
+    message = (
+      f"{self.fn}: {self.name} has a row with {{longest}} labels; expected at "
+      f"most max_labels={self.limit}"
+    )
     return longest <= self.limit, message, {"longest": longest}
 
 
@@ -235,16 +316,20 @@ def classifier_inputs(fn: str, features, kernel, bias):
   if h.ndim != 2:
     raise ValueError(f"{fn}: features shape {h.shape} is not 2-D; expected (N, D)")
   if w.ndim != 2 or w.shape[0] != h.shape[1]:
-    raise ValueError(f"{fn}: kernel shape {w.shape} does not fit features shape "
-                     f"{h.shape}; expected ({h.shape[1]}, C), one column per class")
+    raise ValueError(
+      f"{fn}: kernel shape {w.shape} does not fit features shape "
+      f"{h.shape}; expected ({h.shape[1]}, C), one column per class"
+    )
   if w.shape[1] == 0:
     raise ValueError(f"{fn}: kernel shape {w.shape} has no class; expected C >= 1")
   arrays = [h, w]
   if bias is not None:
     b = as_float_array(fn, "bias", bias)
     if b.shape != (w.shape[1],):
-      raise ValueError(f"{fn}: bias shape {b.shape} does not match the {w.shape[1]} "
-                       f"classes of kernel; expected ({w.shape[1]},)")
+      raise ValueError(
+        f"{fn}: bias shape {b.shape} does not match the {w.shape[1]} "
+        f"classes of kernel; expected ({w.shape[1]},)"
+      )
     arrays.append(b)
   out_dtype = jnp.result_type(*arrays)
   dtype = compute_dtype(out_dtype)
@@ -268,16 +353,19 @@ def check_num_classes(fn: str, num_classes, columns: int) -> int:
   if isinstance(num_classes, bool) or not isinstance(num_classes, int):
     raise TypeError(f"{fn}: num_classes is {num_classes!r}; expected an int or None")
   if not 1 <= num_classes <= columns:
-    raise ValueError(f"{fn}: num_classes is {num_classes}; expected 1 <= num_classes <= "
-                     f"{columns}, the columns of kernel")
+    raise ValueError(
+      f"{fn}: num_classes is {num_classes}; expected 1 <= num_classes <= "
+      f"{columns}, the columns of kernel"
+    )
   return num_classes
 
 
 def check_reduction_name(fn: str, reduction: str) -> str:
   """Checks an Optax-style ``reduction`` (no legacy arguments, no alias)."""
   if reduction not in REDUCTIONS:
-    raise ValueError(f"{fn}: reduction is {reduction!r}; expected one of "
-                     f"{', '.join(map(repr, REDUCTIONS))}")
+    raise ValueError(
+      f"{fn}: reduction is {reduction!r}; expected one of {', '.join(map(repr, REDUCTIONS))}"
+    )
   return reduction
 
 
@@ -285,14 +373,17 @@ def label_list_array(fn: str, labels, num_rows: int) -> jax.Array:
   """Checks ``(N, K)`` integer label lists for ``num_rows`` rows."""
   y = as_index_array(fn, "labels", labels)
   if y.ndim != 2 or y.shape[0] != num_rows:
-    raise ValueError(f"{fn}: labels shape {y.shape} is not a label list for the "
-                     f"{num_rows} rows of features; expected ({num_rows}, K): class "
-                     "indices padded with -1")
+    raise ValueError(
+      f"{fn}: labels shape {y.shape} is not a label list for the "
+      f"{num_rows} rows of features; expected ({num_rows}, K): class "
+      "indices padded with -1"
+    )
   return y
 
 
-def class_weight_vector(fn: str, class_weights, num_classes: int, dtype,
-                        of: str = "kernel") -> jax.Array | None:
+def class_weight_vector(
+  fn: str, class_weights, num_classes: int, dtype, of: str = "kernel"
+) -> jax.Array | None:
   """Checks optional ``(C,)`` class weights; returns them in ``dtype`` (or ``None``).
 
   ``of`` names the argument whose classes they weight, for the message.
@@ -301,7 +392,8 @@ def class_weight_vector(fn: str, class_weights, num_classes: int, dtype,
     return None
   w = as_real_array(fn, "class_weights", class_weights)
   if w.shape != (num_classes,):
-    raise ValueError(f"{fn}: class_weights shape {w.shape} does not match the "
-                     f"{num_classes} classes of {of}; expected ({num_classes},)")
+    raise ValueError(
+      f"{fn}: class_weights shape {w.shape} does not match the "
+      f"{num_classes} classes of {of}; expected ({num_classes},)"
+    )
   return w.astype(dtype)
-

@@ -14,16 +14,20 @@ import jax.numpy as jnp
 from jaxmargin import _validation as v
 from jaxmargin._multi_margin import multi_margin_per_sample
 from jaxmargin._multilabel_margin import multilabel_margin_per_sample
-from jaxmargin._reduction import apply_reduction, resolve_reduction
-from jaxmargin._soft_margin import multilabel_soft_margin_per_sample
+from jaxmargin._reduction import (
+  INVALID_REDUCTION,
+  INVALID_SOFT_REDUCTION,
+  Reduction,
+  apply_reduction,
+  resolve_reduction,
+)
+from jaxmargin._soft_margin import multilabel_soft_margin_per_sample, torch_order_operands
 
-__all__ = [
-    "multi_margin_loss",
-    "multilabel_margin_loss",
-    "multilabel_soft_margin_loss",
+__all__: list[str] = [
+  "multi_margin_loss",
+  "multilabel_margin_loss",
+  "multilabel_soft_margin_loss",
 ]
-
-_INVALID_REDUCTION = "{reduction} is not a valid value for reduction"
 
 
 def _finish(per_sample, reduction, none_shape, out_dtype):
@@ -42,11 +46,11 @@ def _multilabel_margin_kernel(x, target, *, reduction, none_shape):
 
 
 def multilabel_margin_loss(
-    input: jax.typing.ArrayLike,
-    target: jax.typing.ArrayLike,
-    size_average: bool | None = None,
-    reduce: bool | None = None,
-    reduction: str = "mean",
+  input: jax.typing.ArrayLike,
+  target: jax.typing.ArrayLike,
+  size_average: bool | None = None,
+  reduce: bool | None = None,
+  reduction: Reduction = "mean",
 ) -> jax.Array:
   r"""Multi-label margin (hinge) loss, as ``torch.nn.functional.multilabel_margin_loss``.
 
@@ -91,25 +95,36 @@ def multilabel_margin_loss(
     0.8500
   """
   fn = "multilabel_margin_loss"
-  reduction = resolve_reduction(reduction, size_average, reduce,
-                                allow_elementwise_mean=True,
-                                invalid_message=_INVALID_REDUCTION)
+  reduction = resolve_reduction(
+    reduction,
+    size_average,
+    reduce,
+    fn=fn,
+    allow_elementwise_mean=True,
+    invalid_message=INVALID_REDUCTION,
+  )
   x = v.as_float_array(fn, "input", input)
   num_rows, num_classes = v.check_matrix_input(fn, x)
-  y = jnp.asarray(target)
+  y = v.as_array(fn, "target", target, "an integer array of class indices")
   if x.ndim == 2:
     if y.shape != x.shape:
-      raise ValueError(f"{fn}: target shape {y.shape} does not match input shape "
-                       f"{x.shape}; expected {x.shape}")
+      raise ValueError(
+        f"{fn}: target shape {y.shape} does not match input shape {x.shape}; expected {x.shape}"
+      )
   elif y.ndim > 1 or y.size != num_classes:
-    raise ValueError(f"{fn}: target shape {y.shape} does not match input shape "
-                     f"{x.shape}; expected ({num_classes},)")
+    raise ValueError(
+      f"{fn}: target shape {y.shape} does not match input shape "
+      f"{x.shape}; expected ({num_classes},)"
+    )
   y = v.as_index_array(fn, "target", y)
   y = v.check_target_range(fn, y, -1, num_classes - 1)
   none_shape = (num_rows,) if x.ndim == 2 else ()
   return _multilabel_margin_kernel(
-      x.reshape(num_rows, num_classes), y.reshape(num_rows, num_classes),
-      reduction=reduction, none_shape=none_shape)
+    x.reshape(num_rows, num_classes),
+    y.reshape(num_rows, num_classes),
+    reduction=reduction,
+    none_shape=none_shape,
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("p", "reduction", "none_shape"))
@@ -117,20 +132,19 @@ def _multi_margin_kernel(x, target, margin, weight, *, p, reduction, none_shape)
   dtype = v.compute_dtype(x.dtype)
   work = x.astype(dtype)
   class_weight = None if weight is None else weight.astype(dtype)
-  per_sample = multi_margin_per_sample(work, target, jnp.asarray(margin, dtype),
-                                       class_weight, p)
+  per_sample = multi_margin_per_sample(work, target, jnp.asarray(margin, dtype), class_weight, p)
   return _finish(per_sample, reduction, none_shape, x.dtype)
 
 
 def multi_margin_loss(
-    input: jax.typing.ArrayLike,
-    target: jax.typing.ArrayLike,
-    p: int = 1,
-    margin: float | jax.typing.ArrayLike = 1.0,
-    weight: jax.typing.ArrayLike | None = None,
-    size_average: bool | None = None,
-    reduce: bool | None = None,
-    reduction: str = "mean",
+  input: jax.typing.ArrayLike,
+  target: jax.typing.ArrayLike,
+  p: int = 1,
+  margin: float | jax.typing.ArrayLike = 1.0,
+  weight: jax.typing.ArrayLike | None = None,
+  size_average: bool | None = None,
+  reduce: bool | None = None,
+  reduction: Reduction = "mean",
 ) -> jax.Array:
   r"""Multi-class margin (hinge) loss, as ``torch.nn.functional.multi_margin_loss``.
 
@@ -151,9 +165,12 @@ def multi_margin_loss(
       float32 or float64 (half types are accumulated in float32).
     target: integer class indices (any integer dtype) in ``[0, C-1]``, with
       ``N`` elements: shape ``(N,)``, or ``()``/``(1,)`` for one sample.
-    p: 1 or 2.
+    p: 1 or 2, a Python value: under ``jax.jit``, a static argument
+      (``static_argnames=("p", "reduction")``).
     margin: the margin (a number or a scalar array).
-    weight: optional per-class weights of shape ``(C,)``.
+    weight: optional per-class weights of shape ``(C,)``, of any real dtype,
+      cast to the input's (torch requires the input's dtype); to float32 for
+      half types, in which they are computed.
     size_average: deprecated (torch's legacy argument); overrides ``reduction``.
     reduce: deprecated (torch's legacy argument); overrides ``reduction``.
     reduction: ``'none'`` (per sample), ``'mean'`` or ``'sum'``.
@@ -180,54 +197,66 @@ def multi_margin_loss(
   """
   fn = "multi_margin_loss"
   p = v.check_p(fn, p)
-  w = None if weight is None else jnp.asarray(weight)
+  w = v.as_optional_array(fn, "weight", weight, "None or a (C,) array of class weights")
   if w is not None and w.ndim != 1:
-    raise ValueError(f"{fn}: weight shape {w.shape} is not one-dimensional; "
-                     "expected (C,) (weight must be one-dimensional)")
-  reduction = resolve_reduction(reduction, size_average, reduce,
-                                allow_elementwise_mean=True,
-                                invalid_message=_INVALID_REDUCTION)
+    raise ValueError(
+      f"{fn}: weight shape {w.shape} is not one-dimensional; "
+      "expected (C,) (weight must be one-dimensional)"
+    )
+  reduction = resolve_reduction(
+    reduction,
+    size_average,
+    reduce,
+    fn=fn,
+    allow_elementwise_mean=True,
+    invalid_message=INVALID_REDUCTION,
+  )
   x = v.as_float_array(fn, "input", input)
   num_rows, num_classes = v.check_matrix_input(fn, x)
-  y = jnp.asarray(target)
+  y = v.as_array(fn, "target", target, "an integer array of class indices")
   if y.ndim > 1 or y.size != num_rows:
-    raise ValueError(f"{fn}: target shape {y.shape} does not fit input shape "
-                     f"{x.shape}; expected ({num_rows},), one class index per sample")
+    raise ValueError(
+      f"{fn}: target shape {y.shape} does not fit input shape "
+      f"{x.shape}; expected ({num_rows},), one class index per sample"
+    )
   if w is not None:
     if w.shape != (num_classes,):
-      raise ValueError(f"{fn}: weight shape {w.shape} does not match the "
-                       f"{num_classes} classes of input; expected ({num_classes},)")
+      raise ValueError(
+        f"{fn}: weight shape {w.shape} does not match the "
+        f"{num_classes} classes of input; expected ({num_classes},)"
+      )
     w = v.as_real_array(fn, "weight", w)
   y = v.as_index_array(fn, "target", y)
   m = v.as_scalar_margin(fn, margin)
   y = v.check_target_range(fn, y, 0, num_classes - 1)
   none_shape = (num_rows,) if y.ndim == 1 else ()
   return _multi_margin_kernel(
-      x.reshape(num_rows, num_classes), y.reshape(num_rows), m, w,
-      p=p, reduction=reduction, none_shape=none_shape)
-
-
-_INVALID_SOFT_REDUCTION = "{reduction} is not valid"
+    x.reshape(num_rows, num_classes),
+    y.reshape(num_rows),
+    m,
+    w,
+    p=p,
+    reduction=reduction,
+    none_shape=none_shape,
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("reduction",))
 def _multilabel_soft_margin_kernel(x, target, weight, *, reduction):
   out_dtype = jnp.result_type(*(a for a in (x, target, weight) if a is not None))
   out_dtype = jnp.promote_types(out_dtype, x.dtype)
-  dtype = v.compute_dtype(out_dtype)
-  per_sample = multilabel_soft_margin_per_sample(
-      x.astype(dtype), target.astype(dtype),
-      None if weight is None else weight.astype(dtype))
+  x_work, target, weight = torch_order_operands(x, target, weight)
+  per_sample = multilabel_soft_margin_per_sample(x_work, target, weight)
   return _finish(per_sample, reduction, per_sample.shape, out_dtype)
 
 
 def multilabel_soft_margin_loss(
-    input: jax.typing.ArrayLike,
-    target: jax.typing.ArrayLike,
-    weight: jax.typing.ArrayLike | None = None,
-    size_average: bool | None = None,
-    reduce: bool | None = None,
-    reduction: str = "mean",
+  input: jax.typing.ArrayLike,
+  target: jax.typing.ArrayLike,
+  weight: jax.typing.ArrayLike | None = None,
+  size_average: bool | None = None,
+  reduce: bool | None = None,
+  reduction: Reduction = "mean",
 ) -> jax.Array:
   r"""Multi-label soft margin loss, as ``torch.nn.functional.multilabel_soft_margin_loss``.
 
@@ -248,6 +277,9 @@ def multilabel_soft_margin_loss(
       float16, bfloat16, float32 or float64.
     target: labels broadcastable to ``input``; multi-hot or soft, not checked.
     weight: optional weights broadcastable to ``input``, e.g. ``(C,)``.
+      Mixed float dtypes of ``input``, ``target`` and ``weight`` are rounded
+      as in torch, one operation at a time: the log-sigmoids in the input's
+      dtype, ``1 - target`` in the target's, then the promoted dtype.
     size_average: deprecated (torch's legacy argument); overrides ``reduction``.
     reduce: deprecated (torch's legacy argument); overrides ``reduction``.
     reduction: ``'none'`` (per sample, shape ``input.shape[:-1]``), ``'mean'``
@@ -271,13 +303,19 @@ def multilabel_soft_margin_loss(
     0.6817
   """
   fn = "multilabel_soft_margin_loss"
-  reduction = resolve_reduction(reduction, size_average, reduce,
-                                allow_elementwise_mean=False,
-                                invalid_message=_INVALID_SOFT_REDUCTION)
+  reduction = resolve_reduction(
+    reduction,
+    size_average,
+    reduce,
+    fn=fn,
+    allow_elementwise_mean=False,
+    invalid_message=INVALID_SOFT_REDUCTION,
+  )
   x = v.as_float_array(fn, "input", input)
   if x.ndim == 0:
-    raise ValueError(f"{fn}: input shape () has no class axis; expected at least "
-                     "one dimension, (..., C)")
+    raise ValueError(
+      f"{fn}: input shape () has no class axis; expected at least one dimension, (..., C)"
+    )
   t = v.as_real_array(fn, "target", target)
   w = None if weight is None else v.as_real_array(fn, "weight", weight)
   for name, array in (("target", t), ("weight", w)):
@@ -286,13 +324,22 @@ def multilabel_soft_margin_loss(
     try:
       jnp.broadcast_shapes(x.shape, array.shape)
     except ValueError:
-      raise ValueError(f"{fn}: {name} shape {array.shape} does not broadcast with "
-                       f"input shape {x.shape}; expected a shape broadcastable "
-                       f"to {x.shape}") from None
+      raise ValueError(
+        f"{fn}: {name} shape {array.shape} does not broadcast with "
+        f"input shape {x.shape}; expected a shape broadcastable "
+        f"to {x.shape}"
+      ) from None
   if w is not None:
     try:
       jnp.broadcast_shapes(x.shape, t.shape, w.shape)
     except ValueError:
-      raise ValueError(f"{fn}: weight shape {w.shape} does not broadcast with "
-                       f"input shape {x.shape} and target shape {t.shape}") from None
+      raise ValueError(
+        f"{fn}: weight shape {w.shape} does not broadcast with "
+        f"input shape {x.shape} and target shape {t.shape}"
+      ) from None
   return _multilabel_soft_margin_kernel(x, t, w, reduction=reduction)
+
+
+def __dir__() -> list[str]:
+  # What the module offers: its public API, not the names it imports.
+  return sorted(__all__)

@@ -50,23 +50,25 @@ Example:
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 import jax
 import jax.numpy as jnp
 
 from jaxmargin import _fused, _fused_modes
 from jaxmargin import _validation as v
+from jaxmargin._deterministic import take
 from jaxmargin._multi_margin import FusedMultiMargin, _safe_target, _valid_rows
-from jaxmargin._multilabel_margin import (FUSED_COMPARE_MAX_SLOTS, FusedMultilabelMargin,
-                                          LabelLists)
-from jaxmargin._sharding import gather_like_index, vary_like_all
+from jaxmargin._multilabel_margin import FusedMultilabelMargin, LabelLists, fused_method
+from jaxmargin._reduction import Reduction
+from jaxmargin._sharding import vary_like_all
 from jaxmargin._soft_margin import FusedSoftMargin
 
-__all__ = [
-    "multi_margin_loss",
-    "multilabel_margin_loss",
-    "multilabel_soft_margin_loss",
-    "top_k",
+__all__: list[str] = [
+  "multi_margin_loss",
+  "multilabel_margin_loss",
+  "multilabel_soft_margin_loss",
+  "top_k",
 ]
 
 
@@ -91,52 +93,72 @@ def _loss(rule, inputs, lists, row_valid, reduction, plan, out_dtype):
   # only: the rule gives them totals, the same on every class shard.
   both = functools.partial(vary_like_all, (inputs.features, inputs.kernel))
   rows = functools.partial(vary_like_all, (inputs.features,))
-  inputs = _fused.Inputs(*jax.tree.map(both, inputs[:4]), jax.tree.map(rows, inputs.row_args))
+  features, kernel, bias, class_args = jax.tree.map(
+    both, (inputs.features, inputs.kernel, inputs.bias, inputs.class_args)
+  )
+  inputs = _fused.Inputs(features, kernel, bias, class_args, jax.tree.map(rows, inputs.row_args))
   if reduction == "none":
     out = _fused_modes.per_row_loss(rule, inputs, labels, row_valid, plan)
   else:
     out = _fused_modes.reduced_loss(rule, inputs, labels, row_valid, plan, reduction)
-  return out.astype(out_dtype)
+  return cast(jax.Array, out).astype(out_dtype)
 
 
 def _checked(fn, loss, labels, low, kernel, class_axis_name, num_classes):
   """``loss``, with the label values checked (``ValueError`` now, or checkify)."""
   if num_classes is None:
     num_classes = _fused.total_classes(jnp.shape(kernel)[-1], class_axis_name)
-  return v.check_target_range(fn, labels, low, num_classes - 1, name="labels",
-                              carrier=loss)
+  return v.check_target_range(fn, labels, low, num_classes - 1, name="labels", carrier=loss)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction", "chunk_size", "class_axis_name",
-                                             "num_classes", "method"))
-def _multilabel_margin(features, kernel, labels, bias, margin, *, reduction, chunk_size,
-                       class_axis_name=None, num_classes=None, method="auto"):
+@functools.partial(
+  jax.jit, static_argnames=("reduction", "chunk_size", "class_axis_name", "num_classes", "method")
+)
+def _multilabel_margin(
+  features,
+  kernel,
+  labels,
+  bias,
+  margin,
+  *,
+  reduction,
+  chunk_size,
+  class_axis_name=None,
+  num_classes=None,
+  method="auto",
+):
   fn = "multilabel_margin_loss"
   v.check_reduction_name(fn, reduction)
   h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
   num_rows = h.shape[0]
-  plan, num_classes = _plan(fn, chunk_size, num_rows, w.shape[1], class_axis_name,
-                            num_classes)
+  plan, num_classes = _plan(fn, chunk_size, num_rows, w.shape[1], class_axis_name, num_classes)
   y = v.label_list_array(fn, labels, num_rows)
   m = v.as_scalar_margin(fn, margin).astype(h.dtype)
   if method == "auto":
-    method = "compare" if y.shape[1] <= FUSED_COMPARE_MAX_SLOTS else "search"
+    method = fused_method(y.shape[1])
   lists = LabelLists(y, num_classes)
-  return _loss(FusedMultilabelMargin(method), _fused.Inputs(h, w, b, (), (m,)), lists,
-               lists.row_valid, reduction, plan, out_dtype)
+  return _loss(
+    FusedMultilabelMargin(method),
+    _fused.Inputs(h, w, b, (), (m,)),
+    lists,
+    lists.row_valid,
+    reduction,
+    plan,
+    out_dtype,
+  )
 
 
 def multilabel_margin_loss(
-    features: jax.typing.ArrayLike,
-    kernel: jax.typing.ArrayLike,
-    labels: jax.typing.ArrayLike,
-    *,
-    bias: jax.typing.ArrayLike | None = None,
-    margin: float | jax.typing.ArrayLike = 1.0,
-    reduction: str = "none",
-    chunk_size: int | None = None,
-    class_axis_name: str | None = None,
-    num_classes: int | None = None,
+  features: jax.typing.ArrayLike,
+  kernel: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  bias: jax.typing.ArrayLike | None = None,
+  margin: float | jax.typing.ArrayLike = 1.0,
+  reduction: Reduction = "none",
+  chunk_size: int | None = None,
+  class_axis_name: str | None = None,
+  num_classes: int | None = None,
 ) -> jax.Array:
   r"""Multi-label margin loss of a linear classifier, without its ``(N, C)`` scores.
 
@@ -190,54 +212,93 @@ def multilabel_margin_loss(
     >>> print(f"{float(loss[0]):.4f}")
     0.8500
   """
-  loss = _multilabel_margin(features, kernel, labels, bias, margin, reduction=reduction,
-                            chunk_size=chunk_size, class_axis_name=class_axis_name,
-                            num_classes=num_classes)
-  return _checked("multilabel_margin_loss", loss, labels, -1, kernel, class_axis_name,
-                  num_classes)
+  features, kernel, labels, bias, margin = v.array_args(
+    "multilabel_margin_loss",
+    ("bias",),
+    features=features,
+    kernel=kernel,
+    labels=labels,
+    bias=bias,
+    margin=margin,
+  )
+  loss = _multilabel_margin(
+    features,
+    kernel,
+    labels,
+    bias,
+    margin,
+    reduction=reduction,
+    chunk_size=chunk_size,
+    class_axis_name=class_axis_name,
+    num_classes=num_classes,
+  )
+  return _checked("multilabel_margin_loss", loss, labels, -1, kernel, class_axis_name, num_classes)
 
 
-@functools.partial(jax.jit, static_argnames=("p", "reduction", "chunk_size",
-                                             "class_axis_name", "num_classes"))
-def _multi_margin(features, kernel, labels, bias, margin, class_weights, *, p, reduction,
-                  chunk_size, class_axis_name=None, num_classes=None):
+@functools.partial(
+  jax.jit, static_argnames=("p", "reduction", "chunk_size", "class_axis_name", "num_classes")
+)
+def _multi_margin(
+  features,
+  kernel,
+  labels,
+  bias,
+  margin,
+  class_weights,
+  *,
+  p,
+  reduction,
+  chunk_size,
+  class_axis_name=None,
+  num_classes=None,
+):
   fn = "multi_margin_loss"
   p = v.check_p(fn, p)
   v.check_reduction_name(fn, reduction)
   h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
   num_rows = h.shape[0]
-  plan, num_classes = _plan(fn, chunk_size, num_rows, w.shape[1], class_axis_name,
-                            num_classes)
+  plan, num_classes = _plan(fn, chunk_size, num_rows, w.shape[1], class_axis_name, num_classes)
   y = v.as_index_array(fn, "labels", labels)
   if y.shape != (num_rows,):
-    raise ValueError(f"{fn}: labels shape {y.shape} does not match the {num_rows} rows "
-                     f"of features; expected ({num_rows},), one class index per row")
+    raise ValueError(
+      f"{fn}: labels shape {y.shape} does not match the {num_rows} rows "
+      f"of features; expected ({num_rows},), one class index per row"
+    )
   m = v.as_scalar_margin(fn, margin).astype(h.dtype)
   row_args = (m,)
   # One weight per column of the whole kernel, padding included.
-  weights = v.class_weight_vector(fn, class_weights,
-                                  _fused.total_classes(w.shape[1], class_axis_name), h.dtype)
+  weights = v.class_weight_vector(
+    fn, class_weights, _fused.total_classes(w.shape[1], class_axis_name), h.dtype
+  )
   if weights is not None:
-    # Gathered outside the fused rule: JAX's gather rule gives its gradient.
-    row_args += (gather_like_index(weights, _safe_target(y, num_classes)),)
+    # Gathered outside the fused rule, which takes a weight per row; the
+    # gather's gradient sums in a fixed order (reproducible on a GPU).
+    row_args += (take(weights, _safe_target(y, num_classes)),)
   lists = LabelLists(y[:, None], num_classes)
-  return _loss(FusedMultiMargin(p), _fused.Inputs(h, w, b, (), row_args), lists,
-               _valid_rows(y, num_classes), reduction, plan, out_dtype)
+  return _loss(
+    FusedMultiMargin(p),
+    _fused.Inputs(h, w, b, (), row_args),
+    lists,
+    _valid_rows(y, num_classes),
+    reduction,
+    plan,
+    out_dtype,
+  )
 
 
 def multi_margin_loss(
-    features: jax.typing.ArrayLike,
-    kernel: jax.typing.ArrayLike,
-    labels: jax.typing.ArrayLike,
-    *,
-    bias: jax.typing.ArrayLike | None = None,
-    p: int = 1,
-    margin: float | jax.typing.ArrayLike = 1.0,
-    class_weights: jax.typing.ArrayLike | None = None,
-    reduction: str = "none",
-    chunk_size: int | None = None,
-    class_axis_name: str | None = None,
-    num_classes: int | None = None,
+  features: jax.typing.ArrayLike,
+  kernel: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  bias: jax.typing.ArrayLike | None = None,
+  p: int = 1,
+  margin: float | jax.typing.ArrayLike = 1.0,
+  class_weights: jax.typing.ArrayLike | None = None,
+  reduction: Reduction = "none",
+  chunk_size: int | None = None,
+  class_axis_name: str | None = None,
+  num_classes: int | None = None,
 ) -> jax.Array:
   r"""Multi-class margin loss of a linear classifier, without its ``(N, C)`` scores.
 
@@ -287,42 +348,81 @@ def multi_margin_loss(
     >>> print(f"{float(loss[0]):.4f}")
     0.3250
   """
-  loss = _multi_margin(features, kernel, labels, bias, margin, class_weights, p=p,
-                       reduction=reduction, chunk_size=chunk_size,
-                       class_axis_name=class_axis_name, num_classes=num_classes)
+  features, kernel, labels, bias, margin, class_weights = v.array_args(
+    "multi_margin_loss",
+    ("bias", "class_weights"),
+    features=features,
+    kernel=kernel,
+    labels=labels,
+    bias=bias,
+    margin=margin,
+    class_weights=class_weights,
+  )
+  # Before the kernel, whose static p cannot be a traced value.
+  p = v.check_p("multi_margin_loss", p)
+  loss = _multi_margin(
+    features,
+    kernel,
+    labels,
+    bias,
+    margin,
+    class_weights,
+    p=p,
+    reduction=reduction,
+    chunk_size=chunk_size,
+    class_axis_name=class_axis_name,
+    num_classes=num_classes,
+  )
   return _checked("multi_margin_loss", loss, labels, 0, kernel, class_axis_name, num_classes)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction", "chunk_size", "class_axis_name",
-                                             "num_classes"))
-def _multilabel_soft_margin(features, kernel, labels, bias, class_weights, *, reduction,
-                            chunk_size, class_axis_name=None, num_classes=None):
+@functools.partial(
+  jax.jit, static_argnames=("reduction", "chunk_size", "class_axis_name", "num_classes")
+)
+def _multilabel_soft_margin(
+  features,
+  kernel,
+  labels,
+  bias,
+  class_weights,
+  *,
+  reduction,
+  chunk_size,
+  class_axis_name=None,
+  num_classes=None,
+):
   fn = "multilabel_soft_margin_loss"
   v.check_reduction_name(fn, reduction)
   h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
   num_rows = h.shape[0]
-  plan, num_classes = _plan(fn, chunk_size, num_rows, w.shape[1], class_axis_name,
-                            num_classes)
+  plan, num_classes = _plan(fn, chunk_size, num_rows, w.shape[1], class_axis_name, num_classes)
   y = v.label_list_array(fn, labels, num_rows)
   # Split over the classes like the bias (in shard_map), sliced with the chunks.
   weights = v.class_weight_vector(fn, class_weights, w.shape[1], h.dtype)
   class_args = () if weights is None else (weights,)
   lists = LabelLists(y, num_classes)
-  return _loss(FusedSoftMargin(), _fused.Inputs(h, w, b, class_args, ()), lists,
-               lists.row_valid, reduction, plan, out_dtype)
+  return _loss(
+    FusedSoftMargin(),
+    _fused.Inputs(h, w, b, class_args, ()),
+    lists,
+    lists.row_valid,
+    reduction,
+    plan,
+    out_dtype,
+  )
 
 
 def multilabel_soft_margin_loss(
-    features: jax.typing.ArrayLike,
-    kernel: jax.typing.ArrayLike,
-    labels: jax.typing.ArrayLike,
-    *,
-    bias: jax.typing.ArrayLike | None = None,
-    class_weights: jax.typing.ArrayLike | None = None,
-    reduction: str = "none",
-    chunk_size: int | None = None,
-    class_axis_name: str | None = None,
-    num_classes: int | None = None,
+  features: jax.typing.ArrayLike,
+  kernel: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  bias: jax.typing.ArrayLike | None = None,
+  class_weights: jax.typing.ArrayLike | None = None,
+  reduction: Reduction = "none",
+  chunk_size: int | None = None,
+  class_axis_name: str | None = None,
+  num_classes: int | None = None,
 ) -> jax.Array:
   r"""Multi-label soft margin loss of a linear classifier, without its ``(N, C)`` scores.
 
@@ -372,42 +472,59 @@ def multilabel_soft_margin_loss(
     >>> print(f"{float(loss[0]):.4f}")
     0.6817
   """
-  loss = _multilabel_soft_margin(features, kernel, labels, bias, class_weights,
-                                 reduction=reduction, chunk_size=chunk_size,
-                                 class_axis_name=class_axis_name, num_classes=num_classes)
-  return _checked("multilabel_soft_margin_loss", loss, labels, -1, kernel, class_axis_name,
-                  num_classes)
+  features, kernel, labels, bias, class_weights = v.array_args(
+    "multilabel_soft_margin_loss",
+    ("bias", "class_weights"),
+    features=features,
+    kernel=kernel,
+    labels=labels,
+    bias=bias,
+    class_weights=class_weights,
+  )
+  loss = _multilabel_soft_margin(
+    features,
+    kernel,
+    labels,
+    bias,
+    class_weights,
+    reduction=reduction,
+    chunk_size=chunk_size,
+    class_axis_name=class_axis_name,
+    num_classes=num_classes,
+  )
+  return _checked(
+    "multilabel_soft_margin_loss", loss, labels, -1, kernel, class_axis_name, num_classes
+  )
 
 
-@functools.partial(jax.jit, static_argnames=("k", "chunk_size", "class_axis_name",
-                                             "num_classes"))
+@functools.partial(jax.jit, static_argnames=("k", "chunk_size", "class_axis_name", "num_classes"))
 def _top_k(features, kernel, bias, *, k, chunk_size, class_axis_name=None, num_classes=None):
   fn = "top_k"
   h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
   num_rows = h.shape[0]
-  plan, num_classes = _plan(fn, chunk_size, num_rows, w.shape[1], class_axis_name,
-                            num_classes)
+  plan, num_classes = _plan(fn, chunk_size, num_rows, w.shape[1], class_axis_name, num_classes)
   if isinstance(k, bool) or not isinstance(k, int):
     raise TypeError(f"{fn}: k is {k!r}; expected an int in [1, {num_classes}]")
   if not 1 <= k <= num_classes:
-    raise ValueError(f"{fn}: k is {k}; expected 1 <= k <= C = {num_classes}, the "
-                     "classes of kernel")
+    raise ValueError(f"{fn}: k is {k}; expected 1 <= k <= C = {num_classes}, the classes of kernel")
   if class_axis_name is not None and k > w.shape[1]:
-    raise ValueError(f"{fn}: k is {k}; expected k <= {w.shape[1]}, the classes each "
-                     f"device holds along {class_axis_name!r}")
+    raise ValueError(
+      f"{fn}: k is {k}; expected k <= {w.shape[1]}, the classes each "
+      f"device holds along {class_axis_name!r}"
+    )
   values, index = _fused_modes.split_top_k(h, w, b, k, plan)
   return values.astype(out_dtype), index
 
 
 def top_k(
-    features: jax.typing.ArrayLike,
-    kernel: jax.typing.ArrayLike,
-    k: int,
-    *,
-    bias: jax.typing.ArrayLike | None = None,
-    chunk_size: int | None = None,
-    class_axis_name: str | None = None,
-    num_classes: int | None = None,
+  features: jax.typing.ArrayLike,
+  kernel: jax.typing.ArrayLike,
+  k: int,
+  *,
+  bias: jax.typing.ArrayLike | None = None,
+  chunk_size: int | None = None,
+  class_axis_name: str | None = None,
+  num_classes: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """The ``k`` highest scores of each row of a linear classifier, and their classes.
 
@@ -444,5 +561,20 @@ def top_k(
     >>> print(indices, values)
     [[1 3]] [[2.2 0.8]]
   """
-  return _top_k(features, kernel, bias, k=k, chunk_size=chunk_size,
-                class_axis_name=class_axis_name, num_classes=num_classes)
+  features, kernel, bias = v.array_args(
+    "top_k", ("bias",), features=features, kernel=kernel, bias=bias
+  )
+  return _top_k(
+    features,
+    kernel,
+    bias,
+    k=k,
+    chunk_size=chunk_size,
+    class_axis_name=class_axis_name,
+    num_classes=num_classes,
+  )
+
+
+def __dir__() -> list[str]:
+  # What the module offers: its public API, not the names it imports.
+  return sorted(__all__)

@@ -18,13 +18,29 @@ Example:
 from __future__ import annotations
 
 import jax
-from flax import linen as nn
+
+try:
+  from flax import linen as nn
+except ImportError as exc:
+  # Flax is an optional extra: say how to install it, not just what is missing
+  # (the chained error still shows a Flax that is installed but fails to import).
+  raise ImportError(
+    "jaxmargin.linen needs Flax (>= 0.11), an optional dependency of jaxmargin: "
+    'pip install "jaxmargin[flax]"'
+  ) from exc
 
 from jaxmargin import functional
-from jaxmargin._modules import checked_weight, module_reduction
+from jaxmargin._modules import (
+  check_module_reduction,
+  checked_margin,
+  checked_soft_weight,
+  checked_weight,
+  module_reduction,
+)
+from jaxmargin._reduction import Reduction
 from jaxmargin._validation import check_p
 
-__all__ = ["MultiLabelMarginLoss", "MultiMarginLoss", "MultiLabelSoftMarginLoss"]
+__all__: list[str] = ["MultiLabelMarginLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss"]
 
 
 class MultiLabelMarginLoss(nn.Module):
@@ -40,7 +56,8 @@ class MultiLabelMarginLoss(nn.Module):
   Attributes:
     size_average: deprecated (torch's legacy argument; warns).
     reduce: deprecated (torch's legacy argument; warns).
-    reduction: ``'none'``, ``'mean'`` or ``'sum'``.
+    reduction: ``'none'``, ``'mean'`` or ``'sum'``, checked when the module is
+      built (torch checks it at the first call).
 
   Example:
     >>> import jax.numpy as jnp
@@ -53,10 +70,16 @@ class MultiLabelMarginLoss(nn.Module):
 
   size_average: bool | None = None
   reduce: bool | None = None
-  reduction: str = "mean"
+  reduction: Reduction = "mean"
 
-  def __call__(self, input: jax.typing.ArrayLike,
-               target: jax.typing.ArrayLike) -> jax.Array:
+  def __post_init__(self):
+    # At construction, as the NNX modules do: a bad name fails where it is written.
+    check_module_reduction(
+      type(self).__name__, self.size_average, self.reduce, self.reduction, soft=False
+    )
+    super().__post_init__()
+
+  def __call__(self, input: jax.typing.ArrayLike, target: jax.typing.ArrayLike) -> jax.Array:
     """The loss of scores ``input`` against a ``-1``-padded ``target``.
 
     Args:
@@ -67,8 +90,8 @@ class MultiLabelMarginLoss(nn.Module):
       A scalar, or the ``(N,)`` per-sample losses for ``reduction='none'``.
     """
     return functional.multilabel_margin_loss(
-        input, target,
-        reduction=module_reduction(self.size_average, self.reduce, self.reduction))
+      input, target, reduction=module_reduction(self.size_average, self.reduce, self.reduction)
+    )
 
 
 class MultiMarginLoss(nn.Module):
@@ -82,11 +105,14 @@ class MultiMarginLoss(nn.Module):
 
   Attributes:
     p: 1 or 2.
-    margin: the margin.
+    margin: the margin (a real number).
     weight: optional ``(C,)`` class weights (a constant field, not a variable).
+      Checked when the module is built (1-D, real numbers); its length ``C``
+      is checked against the input at the call.
     size_average: deprecated (torch's legacy argument; warns).
     reduce: deprecated (torch's legacy argument; warns).
-    reduction: ``'none'``, ``'mean'`` or ``'sum'``.
+    reduction: ``'none'``, ``'mean'`` or ``'sum'``, checked when the module is
+      built (torch checks it at the first call).
 
   Example:
     >>> import jax.numpy as jnp
@@ -102,16 +128,18 @@ class MultiMarginLoss(nn.Module):
   weight: jax.typing.ArrayLike | None = None
   size_average: bool | None = None
   reduce: bool | None = None
-  reduction: str = "mean"
+  reduction: Reduction = "mean"
 
   def __post_init__(self):
-    check_p(type(self).__name__, self.p)
+    name = type(self).__name__
+    check_p(name, self.p)
+    checked_margin(name, self.margin)
     if self.weight is not None:
-      checked_weight(type(self).__name__, self.weight)
+      checked_weight(name, self.weight)
+    check_module_reduction(name, self.size_average, self.reduce, self.reduction, soft=False)
     super().__post_init__()
 
-  def __call__(self, input: jax.typing.ArrayLike,
-               target: jax.typing.ArrayLike) -> jax.Array:
+  def __call__(self, input: jax.typing.ArrayLike, target: jax.typing.ArrayLike) -> jax.Array:
     """The loss of scores ``input`` against class indices ``target``.
 
     Args:
@@ -123,8 +151,13 @@ class MultiMarginLoss(nn.Module):
       A scalar, or the ``(N,)`` per-sample losses for ``reduction='none'``.
     """
     return functional.multi_margin_loss(
-        input, target, p=self.p, margin=self.margin, weight=self.weight,
-        reduction=module_reduction(self.size_average, self.reduce, self.reduction))
+      input,
+      target,
+      p=self.p,
+      margin=self.margin,
+      weight=self.weight,
+      reduction=module_reduction(self.size_average, self.reduce, self.reduction),
+    )
 
 
 class MultiLabelSoftMarginLoss(nn.Module):
@@ -138,10 +171,12 @@ class MultiLabelSoftMarginLoss(nn.Module):
 
   Attributes:
     weight: optional class weights broadcastable to the input (usually
-      ``(C,)``; a constant field, not a variable).
+      ``(C,)``; a constant field, not a variable). Its dtype is checked when
+      the module is built, its shape against the input at the call.
     size_average: deprecated (torch's legacy argument; warns).
     reduce: deprecated (torch's legacy argument; warns).
-    reduction: ``'none'``, ``'mean'`` or ``'sum'``.
+    reduction: ``'none'``, ``'mean'`` or ``'sum'``, checked when the module is
+      built (torch checks it at the first call).
 
   Example:
     >>> import jax.numpy as jnp
@@ -155,10 +190,16 @@ class MultiLabelSoftMarginLoss(nn.Module):
   weight: jax.typing.ArrayLike | None = None
   size_average: bool | None = None
   reduce: bool | None = None
-  reduction: str = "mean"
+  reduction: Reduction = "mean"
 
-  def __call__(self, input: jax.typing.ArrayLike,
-               target: jax.typing.ArrayLike) -> jax.Array:
+  def __post_init__(self):
+    name = type(self).__name__
+    if self.weight is not None:
+      checked_soft_weight(name, self.weight)
+    check_module_reduction(name, self.size_average, self.reduce, self.reduction, soft=True)
+    super().__post_init__()
+
+  def __call__(self, input: jax.typing.ArrayLike, target: jax.typing.ArrayLike) -> jax.Array:
     """The loss of logits ``input`` against multi-hot (or soft) ``target``.
 
     Args:
@@ -170,5 +211,13 @@ class MultiLabelSoftMarginLoss(nn.Module):
       ``reduction='none'``.
     """
     return functional.multilabel_soft_margin_loss(
-        input, target, weight=self.weight,
-        reduction=module_reduction(self.size_average, self.reduce, self.reduction))
+      input,
+      target,
+      weight=self.weight,
+      reduction=module_reduction(self.size_average, self.reduce, self.reduction),
+    )
+
+
+def __dir__() -> list[str]:
+  # What the module offers: its public API, not the names it imports.
+  return sorted(__all__)

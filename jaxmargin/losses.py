@@ -29,21 +29,27 @@ import jax.numpy as jnp
 from jaxmargin import _validation as v
 from jaxmargin._multi_margin import multi_margin_per_sample
 from jaxmargin._multilabel_margin import multilabel_margin_per_sample
-from jaxmargin._soft_margin import multilabel_soft_margin_per_sample
-from jaxmargin._targets import (label_list_to_multi_hot, label_list_to_padded,
-                                multi_hot_to_label_list, multi_hot_to_padded,
-                                padded_to_label_list, padded_to_multi_hot)
+from jaxmargin._soft_margin import multilabel_soft_margin_per_sample, torch_order_operands
+from jaxmargin._targets import (
+  hot_to_padded,
+  label_list_to_multi_hot,
+  label_list_to_padded,
+  multi_hot_to_label_list,
+  multi_hot_to_padded,
+  padded_to_label_list,
+  padded_to_multi_hot,
+)
 
-__all__ = [
-    "multiclass_margin_loss",
-    "multilabel_margin_loss",
-    "multilabel_soft_margin_loss",
-    "multi_hot_to_padded",
-    "padded_to_multi_hot",
-    "label_list_to_multi_hot",
-    "label_list_to_padded",
-    "multi_hot_to_label_list",
-    "padded_to_label_list",
+__all__: list[str] = [
+  "label_list_to_multi_hot",
+  "label_list_to_padded",
+  "multi_hot_to_label_list",
+  "multi_hot_to_padded",
+  "multiclass_margin_loss",
+  "multilabel_margin_loss",
+  "multilabel_soft_margin_loss",
+  "padded_to_label_list",
+  "padded_to_multi_hot",
 ]
 
 
@@ -52,8 +58,10 @@ def _class_rows(fn, name, array, axis):
   if array.ndim == 0:
     raise ValueError(f"{fn}: {name} shape () has no class axis; expected at least 1-D")
   if not -array.ndim <= axis < array.ndim:
-    raise ValueError(f"{fn}: axis {axis} is out of range for {name} of shape "
-                     f"{array.shape}; expected -{array.ndim} <= axis < {array.ndim}")
+    raise ValueError(
+      f"{fn}: axis {axis} is out of range for {name} of shape "
+      f"{array.shape}; expected -{array.ndim} <= axis < {array.ndim}"
+    )
   moved = jnp.moveaxis(array, axis, -1)
   return moved.reshape(-1, moved.shape[-1]), moved.shape[:-1]
 
@@ -68,17 +76,20 @@ def _class_mask(fn, where, shape, axis):
   try:
     return jnp.broadcast_to(where.astype(bool), shape)
   except ValueError:
-    raise ValueError(f"{fn}: where shape {where.shape} does not broadcast to the "
-                     f"scores' shape {shape}; expected {shape} or the batch "
-                     "shape") from None
+    raise ValueError(
+      f"{fn}: where shape {where.shape} does not broadcast to the "
+      f"scores' shape {shape}; expected {shape} or the batch "
+      "shape"
+    ) from None
 
 
 def _over_included(per_sample, mask, num_classes):
   """Turns a loss divided by ``C`` into one divided by the included count."""
   if mask is None:
     return per_sample
-  included = jnp.sum(mask, axis=-1)
-  return per_sample * (num_classes / jnp.maximum(included, 1)).astype(per_sample.dtype)
+  included = jnp.sum(mask, axis=-1, dtype=jnp.int32)  # not int64 under x64
+  # Divided in the loss's dtype (an int32 / int divides in float32).
+  return per_sample * (num_classes / jnp.maximum(included, 1).astype(per_sample.dtype))
 
 
 def _finish(per_sample, batch_shape, dtype):
@@ -94,8 +105,10 @@ def _multiclass_margin(scores, labels, margin, class_weights, where, *, p, axis)
   num_classes = rows.shape[1]
   y = v.as_index_array(fn, "labels", labels)
   if y.shape != batch_shape:
-    raise ValueError(f"{fn}: labels shape {y.shape} does not match the batch shape "
-                     f"of scores {x.shape} (axis={axis}); expected {batch_shape}")
+    raise ValueError(
+      f"{fn}: labels shape {y.shape} does not match the batch shape "
+      f"of scores {x.shape} (axis={axis}); expected {batch_shape}"
+    )
   y = y.reshape(-1)
   dtype = v.compute_dtype(x.dtype)
   work = rows.astype(dtype)
@@ -105,7 +118,10 @@ def _multiclass_margin(scores, labels, margin, class_weights, where, *, p, axis)
     # Excluded classes score -inf, so no term with them is active (z = -inf).
     # A row whose label is excluded scores 0 at the label and -inf elsewhere:
     # no term is active, and no inf - inf makes a NaN for checkify to flag.
-    is_label = jnp.arange(num_classes) == jnp.clip(y, 0, num_classes - 1)[:, None]
+    is_label = (
+      jnp.arange(num_classes, dtype=jnp.int32)
+      == jnp.clip(y, 0, num_classes - 1).astype(jnp.int32)[:, None]
+    )
     label_included = jnp.any(mask & is_label, axis=1, keepdims=True)
     mask = mask & label_included
     work = jnp.where(mask, work, jnp.where(is_label, 0, -jnp.inf))
@@ -116,14 +132,14 @@ def _multiclass_margin(scores, labels, margin, class_weights, where, *, p, axis)
 
 
 def multiclass_margin_loss(
-    scores: jax.typing.ArrayLike,
-    labels: jax.typing.ArrayLike,
-    *,
-    p: int = 1,
-    margin: float | jax.typing.ArrayLike = 1.0,
-    class_weights: jax.typing.ArrayLike | None = None,
-    axis: int = -1,
-    where: jax.typing.ArrayLike | None = None,
+  scores: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  p: int = 1,
+  margin: float | jax.typing.ArrayLike = 1.0,
+  class_weights: jax.typing.ArrayLike | None = None,
+  axis: int = -1,
+  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   r"""Multi-class margin (hinge) loss per example, torch's ``multi_margin_loss``.
 
@@ -160,10 +176,23 @@ def multiclass_margin_loss(
     >>> print(loss.shape, [round(float(v), 4) for v in loss])
     (2,) [0.325, 0.15]
   """
+  fn = "multiclass_margin_loss"
+  scores, labels, margin, class_weights, where = v.array_args(
+    fn,
+    ("class_weights", "where"),
+    scores=scores,
+    labels=labels,
+    margin=margin,
+    class_weights=class_weights,
+    where=where,
+  )
+  # Static arguments checked before the kernel, which could not take a traced p.
+  p, axis = v.check_p(fn, p), v.check_axis(fn, axis)
   loss = _multiclass_margin(scores, labels, margin, class_weights, where, p=p, axis=axis)
   # Values are checked once the kernel has accepted shapes and dtypes.
-  return v.check_target_range("multiclass_margin_loss", labels, 0,
-                              jnp.shape(scores)[axis] - 1, name="labels", carrier=loss)
+  return v.check_target_range(
+    fn, labels, 0, jnp.shape(scores)[axis] - 1, name="labels", carrier=loss
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("axis",))
@@ -174,8 +203,10 @@ def _multilabel_margin(scores, labels, margin, where, *, axis):
   num_classes = rows.shape[1]
   labels = jnp.asarray(labels)
   if labels.shape != x.shape:
-    raise ValueError(f"{fn}: labels shape {labels.shape} does not match scores shape "
-                     f"{x.shape}; expected {x.shape} (multi-hot)")
+    raise ValueError(
+      f"{fn}: labels shape {labels.shape} does not match scores shape "
+      f"{x.shape}; expected {x.shape} (multi-hot)"
+    )
   is_binary = _class_rows(fn, "labels", v.is_multi_hot(labels), axis)[0]
   positive = _class_rows(fn, "labels", labels, axis)[0] != 0
   dtype = v.compute_dtype(x.dtype)
@@ -187,20 +218,19 @@ def _multilabel_margin(scores, labels, margin, where, *, axis):
     # An excluded class scores -inf: as a competitor its z is -inf, never active.
     work = jnp.where(mask, work, -jnp.inf)
   m = v.as_scalar_margin(fn, margin)
-  per_sample = multilabel_margin_per_sample(work, multi_hot_to_padded(positive),
-                                            m.astype(dtype))
+  per_sample = multilabel_margin_per_sample(work, hot_to_padded(positive), m.astype(dtype))
   # A product, not a select, so the gradient of such a row is NaN as well.
   per_sample = per_sample * jnp.where(jnp.all(is_binary, axis=1), 1, jnp.nan).astype(dtype)
   return _finish(_over_included(per_sample, mask, num_classes), batch_shape, x.dtype)
 
 
 def multilabel_margin_loss(
-    scores: jax.typing.ArrayLike,
-    labels: jax.typing.ArrayLike,
-    *,
-    margin: float | jax.typing.ArrayLike = 1.0,
-    axis: int = -1,
-    where: jax.typing.ArrayLike | None = None,
+  scores: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  margin: float | jax.typing.ArrayLike = 1.0,
+  axis: int = -1,
+  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   r"""Multi-label margin (hinge) loss per example, torch's ``multilabel_margin_loss``.
 
@@ -238,10 +268,14 @@ def multilabel_margin_loss(
     >>> print(loss.shape, [round(float(v), 4) for v in loss])
     (1,) [0.85]
   """
-  loss = _multilabel_margin(scores, labels, margin, where, axis=axis)
+  fn = "multilabel_margin_loss"
+  scores, labels, margin, where = v.array_args(
+    fn, ("where",), scores=scores, labels=labels, margin=margin, where=where
+  )
+  loss = _multilabel_margin(scores, labels, margin, where, axis=v.check_axis(fn, axis))
   # A padded torch target (with -1) passed here by mistake must not pass as
   # multi-hot: an error now or under checkify; the kernel made its rows NaN.
-  return v.check_multi_hot("multilabel_margin_loss", jnp.asarray(labels), loss)
+  return v.check_multi_hot(fn, jnp.asarray(labels), loss)
 
 
 @functools.partial(jax.jit, static_argnames=("axis",))
@@ -249,42 +283,46 @@ def _multilabel_soft_margin(logits, labels, class_weights, where, *, axis):
   fn = "multilabel_soft_margin_loss"
   x = v.as_float_array(fn, "logits", logits)
   t = v.as_real_array(fn, "labels", labels)
-  w = None if class_weights is None else v.as_real_array(fn, "class_weights",
-                                                          class_weights)
+  w = None if class_weights is None else v.as_real_array(fn, "class_weights", class_weights)
   try:
     shape = jnp.broadcast_shapes(*(a.shape for a in (x, t, w) if a is not None))
   except ValueError:
-    raise ValueError(f"{fn}: labels shape {t.shape} and class_weights shape "
-                     f"{None if w is None else w.shape} do not broadcast to logits "
-                     f"shape {x.shape}; expected shapes broadcastable to "
-                     f"{x.shape}") from None
+    raise ValueError(
+      f"{fn}: labels shape {t.shape} and class_weights shape "
+      f"{None if w is None else w.shape} do not broadcast to logits "
+      f"shape {x.shape}; expected shapes broadcastable to "
+      f"{x.shape}"
+    ) from None
   if shape != x.shape:
-    raise ValueError(f"{fn}: labels and class_weights broadcast logits {x.shape} "
-                     f"to {shape}; expected them to broadcast to {x.shape}")
+    raise ValueError(
+      f"{fn}: labels and class_weights broadcast logits {x.shape} "
+      f"to {shape}; expected them to broadcast to {x.shape}"
+    )
   out_dtype = jnp.result_type(*(a for a in (x, t, w) if a is not None))
-  dtype = v.compute_dtype(out_dtype)
-  rows, batch_shape = _class_rows(fn, "logits", x, axis)
+  # Each operand in its own dtype, so that mixed dtypes round as in torch.
+  x_work, t, w = torch_order_operands(x, t, w)
+  rows, batch_shape = _class_rows(fn, "logits", x_work, axis)
   num_classes = rows.shape[1]
 
   def as_rows(a):
-    return _class_rows(fn, "labels", jnp.broadcast_to(a, shape), axis)[0].astype(dtype)
+    return _class_rows(fn, "labels", jnp.broadcast_to(a, shape), axis)[0]
 
   mask = _class_mask(fn, where, x.shape, axis)
   if mask is not None:
     mask = _class_rows(fn, "where", mask, axis)[0]
   per_sample = multilabel_soft_margin_per_sample(
-      rows.astype(dtype), as_rows(t), None if w is None else as_rows(w), where=mask)
-  return _finish(_over_included(per_sample, mask, num_classes), batch_shape,
-                 out_dtype)
+    rows, as_rows(t), None if w is None else as_rows(w), where=mask
+  )
+  return _finish(_over_included(per_sample, mask, num_classes), batch_shape, out_dtype)
 
 
 def multilabel_soft_margin_loss(
-    logits: jax.typing.ArrayLike,
-    labels: jax.typing.ArrayLike,
-    *,
-    class_weights: jax.typing.ArrayLike | None = None,
-    axis: int = -1,
-    where: jax.typing.ArrayLike | None = None,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  class_weights: jax.typing.ArrayLike | None = None,
+  axis: int = -1,
+  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   r"""Multi-label soft margin loss per example, torch's ``multilabel_soft_margin_loss``.
 
@@ -318,4 +356,18 @@ def multilabel_soft_margin_loss(
     >>> print(loss.shape, [round(float(v), 4) for v in loss])
     (1,) [0.6817]
   """
-  return _multilabel_soft_margin(logits, labels, class_weights, where, axis=axis)
+  fn = "multilabel_soft_margin_loss"
+  logits, labels, class_weights, where = v.array_args(
+    fn,
+    ("class_weights", "where"),
+    logits=logits,
+    labels=labels,
+    class_weights=class_weights,
+    where=where,
+  )
+  return _multilabel_soft_margin(logits, labels, class_weights, where, axis=v.check_axis(fn, axis))
+
+
+def __dir__() -> list[str]:
+  # What the module offers: its public API, not the names it imports.
+  return sorted(__all__)

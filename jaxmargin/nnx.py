@@ -17,15 +17,34 @@ Example:
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
-from flax import nnx
+
+try:
+  from flax import nnx
+except ImportError as exc:
+  # Flax is an optional extra: say how to install it, not just what is missing
+  # (the chained error still shows a Flax that is installed but fails to import).
+  raise ImportError(
+    "jaxmargin.nnx needs Flax (>= 0.11), an optional dependency of jaxmargin: "
+    'pip install "jaxmargin[flax]"'
+  ) from exc
 
 from jaxmargin import functional
-from jaxmargin._modules import checked_weight, module_reduction
+from jaxmargin._modules import (
+  check_module_reduction,
+  checked_margin,
+  checked_soft_weight,
+  checked_weight,
+  module_reduction,
+)
+from jaxmargin._reduction import Reduction
 from jaxmargin._validation import check_p
 
-__all__ = ["LossWeight", "MultiLabelMarginLoss", "MultiMarginLoss",
-           "MultiLabelSoftMarginLoss"]
+__all__: list[str] = [
+  "LossWeight",
+  "MultiLabelMarginLoss",
+  "MultiLabelSoftMarginLoss",
+  "MultiMarginLoss",
+]
 
 
 class LossWeight(nnx.Variable):
@@ -60,7 +79,8 @@ class MultiLabelMarginLoss(nnx.Module):
   Args:
     size_average: deprecated (torch's legacy argument; warns).
     reduce: deprecated (torch's legacy argument; warns).
-    reduction: ``'none'``, ``'mean'`` or ``'sum'``.
+    reduction: ``'none'``, ``'mean'`` or ``'sum'``, checked when the module is
+      built (torch checks it at the first call).
 
   Example:
     >>> import jax.numpy as jnp
@@ -71,12 +91,16 @@ class MultiLabelMarginLoss(nnx.Module):
     0.8500
   """
 
-  def __init__(self, size_average: bool | None = None, reduce: bool | None = None,
-               reduction: str = "mean"):
-    self.reduction = module_reduction(size_average, reduce, reduction)
+  def __init__(
+    self,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: Reduction = "mean",
+  ):
+    check_module_reduction(type(self).__name__, size_average, reduce, reduction, soft=False)
+    self.reduction: Reduction = module_reduction(size_average, reduce, reduction)
 
-  def __call__(self, input: jax.typing.ArrayLike,
-               target: jax.typing.ArrayLike) -> jax.Array:
+  def __call__(self, input: jax.typing.ArrayLike, target: jax.typing.ArrayLike) -> jax.Array:
     """The loss of scores ``input`` against a ``-1``-padded ``target``.
 
     Args:
@@ -100,11 +124,14 @@ class MultiMarginLoss(nnx.Module):
 
   Args:
     p: 1 or 2.
-    margin: the margin.
+    margin: the margin (a real number).
     weight: optional ``(C,)`` class weights, held as :class:`LossWeight`.
+      Checked when the module is built (1-D, real numbers); its length ``C``
+      is checked against the input at the call.
     size_average: deprecated (torch's legacy argument; warns).
     reduce: deprecated (torch's legacy argument; warns).
-    reduction: ``'none'``, ``'mean'`` or ``'sum'``.
+    reduction: ``'none'``, ``'mean'`` or ``'sum'``, checked when the module is
+      built (torch checks it at the first call).
 
   Example:
     >>> import jax.numpy as jnp
@@ -115,18 +142,23 @@ class MultiMarginLoss(nnx.Module):
     [0.325, 0.15]
   """
 
-  def __init__(self, p: int = 1, margin: float = 1.0,
-               weight: jax.typing.ArrayLike | None = None,
-               size_average: bool | None = None, reduce: bool | None = None,
-               reduction: str = "mean"):
-    self.p = check_p(type(self).__name__, p)
-    self.margin = float(margin)
-    self.weight = None if weight is None else LossWeight(
-        checked_weight(type(self).__name__, weight))
-    self.reduction = module_reduction(size_average, reduce, reduction)
+  def __init__(
+    self,
+    p: int = 1,
+    margin: float = 1.0,
+    weight: jax.typing.ArrayLike | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: Reduction = "mean",
+  ):
+    name = type(self).__name__
+    self.p = check_p(name, p)
+    self.margin = float(checked_margin(name, margin))
+    self.weight = None if weight is None else LossWeight(checked_weight(name, weight))
+    check_module_reduction(name, size_average, reduce, reduction, soft=False)
+    self.reduction: Reduction = module_reduction(size_average, reduce, reduction)
 
-  def __call__(self, input: jax.typing.ArrayLike,
-               target: jax.typing.ArrayLike) -> jax.Array:
+  def __call__(self, input: jax.typing.ArrayLike, target: jax.typing.ArrayLike) -> jax.Array:
     """The loss of scores ``input`` against class indices ``target``.
 
     Args:
@@ -137,9 +169,14 @@ class MultiMarginLoss(nnx.Module):
     Returns:
       A scalar, or the ``(N,)`` per-sample losses for ``reduction='none'``.
     """
-    return functional.multi_margin_loss(input, target, p=self.p, margin=self.margin,
-                                        weight=_weight_value(self.weight),
-                                        reduction=self.reduction)
+    return functional.multi_margin_loss(
+      input,
+      target,
+      p=self.p,
+      margin=self.margin,
+      weight=_weight_value(self.weight),
+      reduction=self.reduction,
+    )
 
 
 class MultiLabelSoftMarginLoss(nnx.Module):
@@ -153,10 +190,12 @@ class MultiLabelSoftMarginLoss(nnx.Module):
 
   Args:
     weight: optional class weights broadcastable to the input (usually
-      ``(C,)``), held as :class:`LossWeight`.
+      ``(C,)``), held as :class:`LossWeight`. Its dtype is checked when the
+      module is built, its shape against the input at the call.
     size_average: deprecated (torch's legacy argument; warns).
     reduce: deprecated (torch's legacy argument; warns).
-    reduction: ``'none'``, ``'mean'`` or ``'sum'``.
+    reduction: ``'none'``, ``'mean'`` or ``'sum'``, checked when the module is
+      built (torch checks it at the first call).
 
   Example:
     >>> import jax.numpy as jnp
@@ -167,14 +206,19 @@ class MultiLabelSoftMarginLoss(nnx.Module):
     0.6817
   """
 
-  def __init__(self, weight: jax.typing.ArrayLike | None = None,
-               size_average: bool | None = None, reduce: bool | None = None,
-               reduction: str = "mean"):
-    self.weight = None if weight is None else LossWeight(jnp.asarray(weight))
-    self.reduction = module_reduction(size_average, reduce, reduction)
+  def __init__(
+    self,
+    weight: jax.typing.ArrayLike | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: Reduction = "mean",
+  ):
+    name = type(self).__name__
+    self.weight = None if weight is None else LossWeight(checked_soft_weight(name, weight))
+    check_module_reduction(name, size_average, reduce, reduction, soft=True)
+    self.reduction: Reduction = module_reduction(size_average, reduce, reduction)
 
-  def __call__(self, input: jax.typing.ArrayLike,
-               target: jax.typing.ArrayLike) -> jax.Array:
+  def __call__(self, input: jax.typing.ArrayLike, target: jax.typing.ArrayLike) -> jax.Array:
     """The loss of logits ``input`` against multi-hot (or soft) ``target``.
 
     Args:
@@ -186,4 +230,10 @@ class MultiLabelSoftMarginLoss(nnx.Module):
       ``reduction='none'``.
     """
     return functional.multilabel_soft_margin_loss(
-        input, target, weight=_weight_value(self.weight), reduction=self.reduction)
+      input, target, weight=_weight_value(self.weight), reduction=self.reduction
+    )
+
+
+def __dir__() -> list[str]:
+  # What the module offers: its public API, not the names it imports.
+  return sorted(__all__)

@@ -479,12 +479,16 @@ def fuzz_multilabel_soft_margin_loss(case):
       x, target, weight=weight, reduction=cfg.reduction))
   # Documented: the dtype the arguments promote to.
   dtype = np.dtype(jnp.result_type(*(a.dtype for a in (x, target, weight) if a is not None)))
-  # torch computes log-sigmoid in the input's own dtype before promoting; we
-  # (and the reference) compute in the promoted one.
+  # A float32 or float64 input is computed in torch's order, each operand in
+  # its own dtype, as the reference is. A half input and its float operands
+  # are computed in the promoted dtype (float32 for half types), where torch
+  # would round each step to the half type: the reference is torch there.
   work = np.float32 if dtype in HALF_DTYPES else dtype
 
   def promoted(a):
-    return a if a is None or a.dtype.kind not in "fV" else a.astype(work)
+    if a is None or a.dtype.kind not in "fV" or x.dtype not in HALF_DTYPES:
+      return a
+    return a.astype(work)
 
   ref = call_torch(lambda: F.multilabel_soft_margin_loss(
       to_torch(promoted(x)), to_torch(promoted(target)),

@@ -19,6 +19,7 @@ from jax.experimental import checkify
 import jaxmargin
 from jaxmargin import linear, losses
 from jaxmargin._multilabel_margin import FUSED_COMPARE_MAX_SLOTS, multilabel_margin_per_sample
+from jaxmargin._settings import trace_platform
 from jaxmargin.linear import _multilabel_margin
 
 N, D, C, K = 7, 5, 37, 6
@@ -206,7 +207,9 @@ def test_torch_linear_then_loss_agrees():
   assert_close(grads[1], jnp.asarray(wt.grad.numpy()))
 
 
-@pytest.mark.parametrize("slots", [FUSED_COMPARE_MAX_SLOTS, FUSED_COMPARE_MAX_SLOTS + 1])
+# The switch of the platform the tests run on.
+@pytest.mark.parametrize("slots", [FUSED_COMPARE_MAX_SLOTS[trace_platform()],
+                                   FUSED_COMPARE_MAX_SLOTS[trace_platform()] + 1])
 def test_auto_method_on_either_side_of_the_switch(slots):
   h, w, b, lists, y = problem(6, num_classes=200, slots=slots)
   got = jax.value_and_grad(linear.multilabel_margin_loss, argnums=(0, 1))(

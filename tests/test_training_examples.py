@@ -20,7 +20,10 @@ import sys
 import numpy as np
 import pytest
 
+from tests.jax_versions import enable_x64
+
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+README = EXAMPLES.parent / "README.md"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MULTILABEL_LINE = re.compile(r"^(\w+): LRAP (\S+), hamming loss (\S+)$", re.M)
 LOSS_NAMES = {"multilabel_margin_loss", "multilabel_soft_margin_loss"}
@@ -43,6 +46,26 @@ def load_example(monkeypatch):
 def assert_png(path):
   assert path.is_file(), f"no plot at {path}"
   assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def readme_results(example):
+  """The printed results of the README's examples table for ``examples/<example>.py``."""
+  for row in README.read_text().splitlines():
+    if row.startswith(f"| `examples/{example}.py`"):
+      return re.findall(r"`([^`]+)`", row.rsplit("|", 2)[1])
+  raise AssertionError(f"the README's examples table has no row for {example}")
+
+
+def assert_readme_shows_the_printed_lines(example, printed):
+  """The README's row holds the lines the example prints, word for word and digit for digit.
+
+  Only the values may differ: the README's come from full runs, whose numbers
+  the README gives to within a stated tolerance (a full run takes a minute,
+  too long for the tests; these runs are a few epochs short of it).
+  """
+  def form(line):
+    return re.sub(r"\d", "0", line)
+  assert [form(line) for line in readme_results(example)] == [form(line) for line in printed]
 
 
 def tile_sources(split_images, split_labels):
@@ -101,6 +124,7 @@ def test_classifier_nnx_trains_and_plots(load_example, tmp_path, capsys):
   accuracy = example["main"](["--epochs", "1", "--out", str(tmp_path)])
   printed = re.search(r"^test accuracy: (\S+)$", capsys.readouterr().out, re.M)
   assert printed, "no 'test accuracy:' line"
+  assert_readme_shows_the_printed_lines("digits_classifier_nnx", [printed.group(0)])
   assert float(printed.group(1)) == pytest.approx(accuracy, abs=1e-4)
   # Chance is 0.1; one epoch already gives about 0.8.
   assert 0.5 < accuracy <= 1.0
@@ -112,14 +136,39 @@ def test_multilabel_example_trains_both_losses_and_plots(load_example, tmp_path,
                                                           name):
   example = load_example(name)
   results = example["main"](SMALL_MULTILABEL + ["--out", str(tmp_path)])
-  lines = MULTILABEL_LINE.findall(capsys.readouterr().out)
+  out = capsys.readouterr().out
+  lines = MULTILABEL_LINE.findall(out)
   assert {loss for loss, _, _ in lines} == LOSS_NAMES and len(lines) == 2
+  assert_readme_shows_the_printed_lines(
+      name, [m.group(0) for m in MULTILABEL_LINE.finditer(out)])
   for loss, lrap, hamming in lines:
     # Random scores give an LRAP near 0.4 here.
     assert 0.6 < float(lrap) <= 1.0, loss
     assert 0.0 <= float(hamming) < 0.5, loss
     assert float(lrap) == pytest.approx(results[loss]["lrap"], abs=1e-4)
   assert_png(tmp_path / example["PLOT_NAME"])
+
+
+# What the README allows another CPU's full run to differ by, in its words.
+README_TOLERANCE = 0.003
+
+
+def test_main_example_prints_the_readme_numbers_within_their_stated_tolerance(
+    load_example, tmp_path, capsys):
+  # The one full run in the tests (about 20 s on 2 cores): the example the
+  # README's two commands run, with its defaults, and as there without the
+  # 64-bit types the test session turns on (they change its numbers).
+  assert f"within about ±{README_TOLERANCE}" in README.read_text()
+  main = load_example("digits_multilabel_nnx")["main"]
+  with enable_x64(False):
+    main(["--out", str(tmp_path)])
+  printed = [m.group(0) for m in MULTILABEL_LINE.finditer(capsys.readouterr().out)]
+  shown = readme_results("digits_multilabel_nnx")
+  assert_readme_shows_the_printed_lines("digits_multilabel_nnx", printed)
+  for ours, theirs in zip(printed, shown):
+    np.testing.assert_allclose([float(v) for v in MULTILABEL_LINE.match(ours).groups()[1:]],
+                               [float(v) for v in MULTILABEL_LINE.match(theirs).groups()[1:]],
+                               rtol=0, atol=README_TOLERANCE, err_msg=f"{ours} / {theirs}")
 
 
 def test_multilabel_example_is_deterministic(load_example, tmp_path):
@@ -152,6 +201,8 @@ def test_data_parallel_example_trains_on_8_virtual_devices(tmp_path):
   assert len(epochs) == 2 and epochs[1] < epochs[0], output
   lines = MULTILABEL_LINE.findall(result.stdout)
   assert [loss for loss, _, _ in lines] == ["multilabel_margin_loss"], output
+  assert_readme_shows_the_printed_lines(
+      "data_parallel_nnx", [m.group(0) for m in MULTILABEL_LINE.finditer(result.stdout)])
   # Random scores give an LRAP near 0.4; seeds 0-2 give 0.87-0.88 here.
   assert 0.75 < float(lines[0][1]) <= 1.0, output
   assert_png(tmp_path / "data_parallel_nnx.png")
