@@ -15,6 +15,9 @@ import runpy
 import numpy as np
 import pytest
 
+# Runs examples, subprocesses or large compiles: out of the fast tier (-m "not slow").
+pytestmark = pytest.mark.slow
+
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METRIC_LINE = re.compile(r"^(baseline )?((?:precision|psp)@[135]) (\S+)$", re.M)

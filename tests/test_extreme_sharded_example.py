@@ -20,6 +20,9 @@ import pytest
 
 from tests.test_extreme_example import METRIC_LINE, METRICS, PNG_SIGNATURE, SMALL
 
+# Runs examples, subprocesses or large compiles: out of the fast tier (-m "not slow").
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"

@@ -12,6 +12,9 @@ import pytest
 
 import jaxmargin
 
+# Runs examples, subprocesses or large compiles: out of the fast tier (-m "not slow").
+pytestmark = pytest.mark.slow
+
 
 def _all_intermediate_sizes(jaxpr):
   """Sizes of every value a jaxpr and its sub-jaxprs (loops, custom rules) build."""

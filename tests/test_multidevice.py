@@ -18,6 +18,11 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+import pytest
+
+# Runs examples, subprocesses or large compiles: out of the fast tier (-m "not slow").
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SUITE = ROOT / "tests" / "multidevice"
 DEVICE_FLAG = "--xla_force_host_platform_device_count=8"

@@ -22,6 +22,9 @@ import pytest
 
 from tests.jax_versions import enable_x64
 
+# Runs examples, subprocesses or large compiles: out of the fast tier (-m "not slow").
+pytestmark = pytest.mark.slow
+
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 README = EXAMPLES.parent / "README.md"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
