@@ -16,6 +16,20 @@ import jaxmargin
 
 LOSSES = ("multilabel_margin_loss", "multi_margin_loss", "multilabel_soft_margin_loss")
 
+# How many leading positional arguments of each function are differentiated
+# (torch gives each of them a gradient); 1 for any function not listed.
+DIFFERENTIATED = {
+  "margin_ranking_loss": 3,
+  "cosine_embedding_loss": 2,
+  "triplet_margin_loss": 3,
+  "triplet_margin_with_distance_loss": 3,
+  "pairwise_distance": 2,
+}
+
+
+def num_differentiated(name):
+  return DIFFERENTIATED.get(name, 1)
+
 
 def _to_torch(value):
   if isinstance(value, np.ndarray):
@@ -30,22 +44,50 @@ def _cotangent(shape, dtype):
   return (1.0 + np.arange(int(np.prod(shape)), dtype=np.float64) % 3).reshape(shape).astype(dtype)
 
 
-def torch_value_and_grad(name, x, *args, **kwargs):
-  """torch's value and input gradient (None if torch has no gradient here)."""
-  xt = torch.from_numpy(np.array(x)).requires_grad_(True)
+def _split(name, args):
+  count = num_differentiated(name)
+  return list(args[:count]), list(args[count:])
+
+
+def torch_value_and_grads(name, *args, **kwargs):
+  """torch's value and the gradients of the differentiated arguments.
+
+  A differentiated argument that is not a floating array (an integer target
+  of ``margin_ranking_loss``) gets ``None``.
+  """
+  wrt, rest = _split(name, args)
+  tensors = []
+  for a in wrt:
+    a = np.asarray(a)
+    t = _to_torch(a)
+    if a.dtype.kind == "f":
+      t.requires_grad_(True)
+    tensors.append(t)
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    out = getattr(F, name)(xt, *[_to_torch(a) for a in args],
+    out = getattr(F, name)(*tensors, *[_to_torch(a) for a in rest],
                            **{k: _to_torch(a) for k, a in kwargs.items()})
   value = out.detach().numpy()
-  cot = torch.from_numpy(_cotangent(value.shape, value.dtype))
-  if out.numel() == 0 and x.size == 0:
-    return value, np.zeros_like(x)
-  out.backward(cot)
-  return value, xt.grad.numpy()
+  if out.numel() == 0 or not out.requires_grad:
+    return value, [np.zeros_like(np.asarray(a)) if t.requires_grad else None
+                   for a, t in zip(wrt, tensors)]
+  out.backward(torch.from_numpy(_cotangent(value.shape, value.dtype)))
+  grads = []
+  for a, t in zip(wrt, tensors):
+    if not t.requires_grad:
+      grads.append(None)
+    else:
+      grads.append(np.zeros_like(np.asarray(a)) if t.grad is None else t.grad.numpy())
+  return value, grads
 
 
-_STATIC = ("p", "reduction", "size_average", "reduce")
+def torch_value_and_grad(name, x, *args, **kwargs):
+  """torch's value and the gradient of the first argument."""
+  value, grads = torch_value_and_grads(name, x, *args, **kwargs)
+  return value, grads[0]
+
+
+_STATIC = ("p", "reduction", "size_average", "reduce", "swap", "distance_function")
 
 
 @functools.cache
@@ -59,17 +101,32 @@ def jitted(name):
   return jax.jit(fn, static_argnames=static)
 
 
-def jax_value_and_grad(name, x, *args, jit=False, **kwargs):
-  """Our value and input gradient, through ``jax.vjp`` with torch's cotangent."""
-  fn = jitted(name) if jit else getattr(jaxmargin, name)
+def jax_value_and_grads(name, *args, jit=False, **kwargs):
+  """Our value and the differentiated arguments' gradients, through ``jax.vjp``.
 
-  def loss(x):
-    return fn(x, *args, **kwargs)
+  The cotangent is torch's; a differentiated argument that is not a floating
+  array gets ``None``, as in :func:`torch_value_and_grads`.
+  """
+  fn = jitted(name) if jit else getattr(jaxmargin, name)
+  wrt, rest = _split(name, args)
+  floating = [np.asarray(a).dtype.kind == "f" for a in wrt]
+
+  def loss(*diff):
+    it = iter(diff)
+    full = [next(it) if f else a for a, f in zip(wrt, floating)]
+    return fn(*full, *rest, **kwargs)
+
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    value, vjp = jax.vjp(loss, jnp.asarray(x))
-  (grad,) = vjp(jnp.asarray(_cotangent(value.shape, value.dtype)))
-  return np.asarray(value), np.asarray(grad)
+    value, vjp = jax.vjp(loss, *[jnp.asarray(a) for a, f in zip(wrt, floating) if f])
+  grads = iter(vjp(jnp.asarray(_cotangent(value.shape, value.dtype))))
+  return np.asarray(value), [np.asarray(next(grads)) if f else None for f in floating]
+
+
+def jax_value_and_grad(name, x, *args, jit=False, **kwargs):
+  """Our value and the gradient of the first argument."""
+  value, grads = jax_value_and_grads(name, x, *args, jit=jit, **kwargs)
+  return value, grads[0]
 
 
 def tolerance(dtype):
@@ -79,11 +136,19 @@ def tolerance(dtype):
 
 
 def assert_matches_torch(name, x, *args, jit=False, **kwargs):
-  """Asserts equal value, shape, dtype and input gradient; NaN must match NaN."""
-  ref_value, ref_grad = torch_value_and_grad(name, x, *args, **kwargs)
-  value, grad = jax_value_and_grad(name, x, *args, jit=jit, **kwargs)
+  """Asserts equal value, shape, dtype and gradients; NaN must match NaN.
+
+  The gradients are those of the first :func:`num_differentiated` arguments.
+  """
+  ref_value, ref_grads = torch_value_and_grads(name, x, *args, **kwargs)
+  value, grads = jax_value_and_grads(name, x, *args, jit=jit, **kwargs)
   assert value.shape == ref_value.shape, (value.shape, ref_value.shape)
   assert value.dtype == ref_value.dtype, (value.dtype, ref_value.dtype)
-  tol = tolerance(x.dtype)
+  tol = tolerance(np.asarray(x).dtype)
   np.testing.assert_allclose(value, ref_value, equal_nan=True, **tol)
-  np.testing.assert_allclose(grad, ref_grad, equal_nan=True, **tol)
+  for index, (grad, ref_grad) in enumerate(zip(grads, ref_grads)):
+    if ref_grad is None:
+      assert grad is None, index
+      continue
+    assert grad.shape == ref_grad.shape, (index, grad.shape, ref_grad.shape)
+    np.testing.assert_allclose(grad, ref_grad, equal_nan=True, err_msg=f"argument {index}", **tol)
