@@ -14,10 +14,10 @@ measured on a CPU only:
   ``SORT_PASSES_PER_LOG2 * log2(C)``, and loops over label slots below. Here
   both methods are timed (forced) with exactly P labels a row, over P, for each
   (N, C); the crossover P, divided by ``log2(C)``, is the constant.
-* ``FUSED_COMPARE_MAX_SLOTS``: the fused loss of ``jaxmargin.linear`` compares
-  every score with each of the K label thresholds up to that many slots, and
-  binary-searches them beyond. Here both methods are timed over K; the
-  crossover K is the constant.
+* ``FUSED_COMPARE_MAX_SLOTS`` (``jaxmargin/_multilabel_margin_fused.py``): the
+  fused loss of ``jaxmargin.linear`` compares every score with each of the K
+  label thresholds up to that many slots, and binary-searches them beyond.
+  Here both methods are timed over K; the crossover K is the constant.
 
 Each time is the median of ``--repeats`` runs of the jitted
 ``value_and_grad`` (float32), the two methods interleaved. The crossover is
@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from run import device_description, interleaved_medians  # benchmarks/run.py, beside this
 
-from jaxmargin import linear
+from jaxmargin._linear_multilabel_margin import _multilabel_margin as fused_multilabel_margin
 from jaxmargin._multilabel_margin import multilabel_margin_per_sample
 from jaxmargin._settings import trace_platform
 
@@ -74,7 +74,7 @@ def fused_times(n, d, c, k, repeats, rng):
 
   def runner(method):
     def loss(h, w, lists):
-      return linear._multilabel_margin(h, w, lists, None, 1.0, reduction="mean",
+      return fused_multilabel_margin(h, w, lists, None, 1.0, reduction="mean",
                                        chunk_size=None, method=method)
     step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
     return lambda: jax.block_until_ready(step(features, kernel, lists))

@@ -87,7 +87,7 @@ def theory_parts(loss, n, d, k):
   ``shard_map``'s transpose because the features are replicated. The
   kernel's and bias's gradients stay on their devices. float32 and int32.
   """
-  from jaxmargin._multilabel_margin import fused_method
+  from jaxmargin._multilabel_margin_fused import fused_method
 
   if loss == MLM:
     # The per-label counts of each row's labels: (N, K) with the compare

@@ -47,6 +47,7 @@ class Chunk(NamedTuple):
   scores: jax.Array  # (N, B) in the compute dtype
   is_label: jax.Array  # (N, B) bool: the class is in the row's label list
   class_args: tuple  # (B,) slices of the per-class arrays
+  kept: jax.Array | None = None  # (N, B) bool: in the row's kept list (LabelSlots.kept_index)
 
 
 class ChunkShare(NamedTuple):
@@ -105,6 +106,16 @@ class LabelSlots(NamedTuple):
 
   slot_index: jax.Array  # int32 class index of each valid slot, C elsewhere
   slot_valid: jax.Array  # bool: the slot holds a label
+  # Optional (N, J) list of classes, as slot_index/slot_valid, that a rule may
+  # limit its non-label classes to (the hard negatives); chunks see it as ``kept``.
+  kept_index: jax.Array | None = None
+  kept_valid: jax.Array | None = None
+
+  def kept_slots(self) -> LabelSlots | None:
+    """The kept list as slots of its own, or ``None``."""
+    if self.kept_index is None or self.kept_valid is None:
+      return None
+    return LabelSlots(self.kept_index, self.kept_valid)
 
 
 class Inputs(NamedTuple):
@@ -114,7 +125,7 @@ class Inputs(NamedTuple):
   kernel: jax.Array  # (D, C)
   bias: jax.Array | None  # (C,)
   class_args: tuple  # (C,) arrays sliced with the classes
-  row_args: tuple  # scalars or (N,) arrays, one value per row
+  row_args: tuple  # scalars, or (N,) or (N, K) arrays: values per row
 
 
 def gather_in_rows(table: jax.Array, index: jax.Array) -> jax.Array:
@@ -167,9 +178,14 @@ def _for_each_chunk(num_classes, chunk_size, visit, carry):
   return carry
 
 
-def _sum_rows(arg, per_row):
-  """A per-row gradient brought to the shape of its argument (scalar: summed)."""
-  return jnp.sum(per_row) if arg.ndim == 0 else per_row
+def _sum_rows(arg, per_row, row_scale):
+  """A per-row gradient, scaled by ``row_scale (N, 1)``, in the shape of its argument.
+
+  A scalar argument gets the sum over the rows; an ``(N,)`` or ``(N, K)`` one
+  its rows.
+  """
+  scaled = per_row * (row_scale if per_row.ndim == 2 else row_scale[:, 0])
+  return jnp.sum(scaled) if arg.ndim == 0 else scaled
 
 
 def sweep(
@@ -203,9 +219,10 @@ def sweep(
   if class_axis is not None:
     # This device holds classes offset .. offset + C_local - 1 of the global C.
     offset = lax.axis_index(class_axis) * num_classes
-    index = labels.slot_index - offset
-    mine = labels.slot_valid & (index >= 0) & (index < num_classes)
-    local = LabelSlots(jnp.where(mine, index, num_classes), mine)
+    local = LabelSlots(*_on_device(labels.slot_index, labels.slot_valid, offset, num_classes))
+    if labels.kept_index is not None:
+      kept = _on_device(labels.kept_index, labels.kept_valid, offset, num_classes)
+      local = local._replace(kept_index=kept[0], kept_valid=kept[1])
   with_grads = row_scale is not None
   safe = jnp.minimum(local.slot_index, num_classes - 1)
   label_scores = columns = None
@@ -232,8 +249,10 @@ def sweep(
     values, sums, grads = carry
     scores, kernel_chunk = _chunk_scores(features, kernel, bias, start, width, real_columns, lowest)
     class_chunks = tuple(lax.dynamic_slice_in_dim(a, start, width) for a in class_args)
+    kept_slots = local.kept_slots()
+    kept = None if kept_slots is None else _labels_in_chunk(kept_slots, start, width)
     share = rule.chunk(
-      context, Chunk(scores, _labels_in_chunk(local, start, width), class_chunks), with_grads
+      context, Chunk(scores, _labels_in_chunk(local, start, width), class_chunks, kept), with_grads
     )
     values = values + share.values
     sums = jax.tree.map(jnp.add, sums, share.sums)
@@ -261,6 +280,7 @@ def sweep(
           jnp.zeros((num_rows, first_width), features.dtype),
           jnp.zeros((num_rows, first_width), bool),
           tuple(a[:first_width] for a in class_args),
+          None if labels.kept_index is None else jnp.zeros((num_rows, first_width), bool),
         ),
         with_grads,
       ).sums
@@ -301,10 +321,15 @@ def sweep(
     )
     if g_bias is not None:
       g_bias = add_at(g_bias, flat, d_label.reshape(-1))
-  g_rows = tuple(
-    _sum_rows(a, d * row_scale[:, 0]) for a, d in zip(row_args, totals.drow, strict=False)
-  )
+  g_rows = tuple(_sum_rows(a, d, row_scale) for a, d in zip(row_args, totals.drow, strict=False))
   return per_row, Inputs(g_features, g_kernel, g_bias, g_class, g_rows)
+
+
+def _on_device(index, valid, offset, num_classes):
+  """Global class lists as a device's: local indices, valid where the class is its own."""
+  local = index - offset
+  mine = valid & (local >= 0) & (local < num_classes)
+  return jnp.where(mine, local, num_classes), mine
 
 
 def total_classes(local_classes: int, class_axis: str | tuple[str, ...] | None) -> int:

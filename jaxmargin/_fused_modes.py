@@ -43,21 +43,26 @@ def split_sweep(
     return sweep(rule, inputs, labels, row_valid, plan, row_scale)
   features, kernel, bias, class_args, row_args = inputs
   with_grads = row_scale is not None
+  # The label lists (N, K), and the kept lists (N, J) when given.
+  lists = tuple(a for a in labels if a is not None)
   operands = (
     (features, kernel)
     + (() if bias is None else (bias,))
     + class_args
     + row_args
-    + (labels.slot_index, labels.slot_valid, row_valid)
+    + lists
+    + (row_valid,)
     + ((row_scale,) if with_grads else ())
   )
-  row_layouts = tuple(Layout("n" if jnp.ndim(a) else "") for a in row_args)
+  # A row argument is a scalar, one value per row, or one per label slot.
+  row_layouts = tuple(Layout(("", "n", "n k")[jnp.ndim(a)]) for a in row_args)
   in_layouts = (
     (Layout("n d"), Layout("d c"))
     + (() if bias is None else (Layout("c"),))
     + (Layout("c"),) * len(class_args)
     + row_layouts
-    + (Layout("n k"), Layout("n k"), Layout("n"))
+    + (Layout("n k"), Layout("n k"), Layout("n h"), Layout("n h"))[: len(lists)]
+    + (Layout("n"),)
     + ((Layout("n"),) if with_grads else ())
   )
   out_layouts = (Layout("n"),)
@@ -78,7 +83,8 @@ def split_sweep(
     b = None if bias is None else rest.pop(0)
     c_args, rest = tuple(rest[: len(class_args)]), rest[len(class_args) :]
     r_args, rest = tuple(rest[: len(row_args)]), rest[len(row_args) :]
-    slots, valid, scale = LabelSlots(*rest[:2]), rest[2], (rest[3] if with_grads else None)
+    slots, rest = LabelSlots(*rest[: len(lists)]), rest[len(lists) :]
+    valid, scale = rest[0], (rest[1] if with_grads else None)
     result = sweep(
       rule, Inputs(h, w, b, c_args, r_args), slots, valid, plan._replace(class_axis=axis), scale
     )
@@ -153,16 +159,25 @@ reduced_loss.defvjp(_reduced_fwd, _reduced_bwd)
 
 
 def split_top_k(
-  features: jax.Array, kernel: jax.Array, bias: jax.Array | None, k: int, plan: Plan
+  features: jax.Array,
+  kernel: jax.Array,
+  bias: jax.Array | None,
+  k: int,
+  plan: Plan,
+  what: str = "top_k: k",
 ) -> tuple[jax.Array, jax.Array]:
-  """:func:`top_k`, per shard when ``jit``'s mesh splits the kernel by class."""
+  """:func:`top_k`, per shard when ``jit``'s mesh splits the kernel by class.
+
+  ``what`` starts the error for a ``k`` above a shard's classes (the caller's
+  function and argument).
+  """
   if plan.class_axis is not None:
     return top_k(features, kernel, bias, k, plan)
 
   def local(axis, h, w, b=None):
     if axis is not None and k > w.shape[1]:
       raise ValueError(
-        f"top_k: k is {k}; expected k <= {w.shape[1]}, the classes each "
+        f"{what} is {k}; expected k <= {w.shape[1]}, the classes each "
         f"device holds of the kernel split along {axis!r}"
       )
     return top_k(h, w, b, k, plan._replace(class_axis=axis))

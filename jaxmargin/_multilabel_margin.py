@@ -24,22 +24,29 @@ rows: the choice and the loops are the whole batch's, as in a batched call.
 The forward pass used for differentiation also returns, per score, the net
 number of active terms it enters (as a negative minus as a label); the
 backward pass is then one scale of that ``(N, C)`` count.
+
+Optional label weights (the weight of each class as a label, ``(N, C)``)
+multiply each label's terms: the counts are then weighted (each term counts
+its label's weight), and each class's hinge sum as a label, the gradient of
+its weight, is kept too. Without them the computation is the unweighted one,
+and weights of 1 give its result bit for bit.
+
+The chunk rule of the fused losses is in :mod:`jaxmargin._multilabel_margin_fused`, the
+``vmap`` rules in :mod:`jaxmargin._multilabel_margin_vmap`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
 import jax
 import jax.numpy as jnp
-from jax import custom_batching, lax
+from jax import lax
 
-from jaxmargin._fused import Chunk, ChunkShare, RowTotals, count_in_rows, gather_in_rows
 from jaxmargin._indices import canonical_indices
+from jaxmargin._multilabel_margin_vmap import batch_wide, folded_under_vmap
 from jaxmargin._row_sums import row_sums
-from jaxmargin._settings import trace_platform
 from jaxmargin._sharding import scatter_in_rows, vary_like
 
 METHODS = ("auto", "slots", "sort")
@@ -87,34 +94,6 @@ def _sort_is_cheaper_here(longest, num_classes):
   )
 
 
-@custom_batching.custom_vmap
-def _batch_wide(longest):
-  """``longest``, as the maximum over every ``vmap`` axis it is batched along.
-
-  The method choice and the loops' trip counts read the longest list of the
-  whole batch. Under ``vmap`` over examples each example sees only its own
-  list; a batched predicate turns the ``lax.cond`` into a select that runs
-  both methods for every example, and a batched trip count runs each loop to
-  the batch's longest anyway, with a select per carry and iteration. With the
-  batch's maximum, a vmapped call makes the choice and the loops of the
-  batched call. (A vmap over examples does not get here:
-  :func:`_folded_under_vmap` makes their rows one batch. This serves the
-  vmaps it leaves to JAX, over a margin per example.)
-  """
-  return longest
-
-
-@_batch_wide.def_vmap
-def _batch_wide_vmap(axis_size, in_batched, longest):
-  del axis_size
-  (batched,) = in_batched
-  if not batched:
-    return longest, False
-  # Again through ``_batch_wide``: inside a nested ``vmap`` the maximum is
-  # still batched along the outer axes.
-  return _batch_wide(jnp.max(longest, axis=0, initial=0)), False
-
-
 class LabelLists:
   """The label lists of a padded ``(N, C)`` target, in array form.
 
@@ -139,18 +118,18 @@ class LabelLists:
     self.row_valid = jnp.all((target >= -1) & in_range, axis=1)
     self.slot_valid = (jnp.arange(width, dtype=jnp.int32) < length[:, None]) & in_range
     self.slot_index = jnp.where(self.slot_valid, target, num_classes)
-    self.longest = _batch_wide(jnp.max(length, initial=0))
+    self.longest = batch_wide(jnp.max(length, initial=0))
 
   def slot(self, array, slot):
     """Column ``slot`` of an ``(N, C)`` array, as ``(N, 1)``."""
     return lax.dynamic_slice_in_dim(array, slot, 1, axis=1)
 
 
-def _hinge_by_slots(x, labels, margin, with_counts):
-  """Per-row hinge sums and (optionally) net counts, one label slot at a time.
+def _hinge_by_slots(x, labels, margin, weights, with_counts):
+  """Per-row hinge sums and (optionally) the gradient sums, one label slot at a time.
 
   Each iteration is one fused 2-D pass over the scores; the loop stops after
-  the longest label list of the batch.
+  the longest label list of the batch. See :func:`_hinge` for the results.
   """
   num_classes = x.shape[1]
   classes = jnp.arange(num_classes, dtype=jnp.int32)
@@ -171,24 +150,38 @@ def _hinge_by_slots(x, labels, margin, with_counts):
   negative = ~is_label
 
   def body(slot, carry):
-    sums, counts = carry
+    sums, grads = carry
     # torch evaluates (margin - x[label]) + x[d]; the same order gives the same
     # z, so ties are ties here too. ``z > 0`` is false for NaN, so a NaN label
     # score drops its terms, as in torch.
     z = (margin - labels.slot(label_scores, slot)) + x
     active = (z > 0) & negative & labels.slot(labels.slot_valid, slot)
+    weight = None if weights is None else labels.slot(weights, slot)  # (N, 1)
     if not with_counts:
       (slot_sum,) = row_sums(jnp.where(active, z, 0))
-      return sums + slot_sum, counts
+      return sums + (slot_sum if weight is None else weight[:, 0] * slot_sum), grads
     slot_sum, slot_count = row_sums(jnp.where(active, z, 0), active.astype(jnp.int32))
-    # The label loses one per active term; a one-hot compare, because a
-    # scatter here makes XLA copy ``counts`` every iteration.
+    # The label loses one (its weight) per active term; a one-hot compare,
+    # because a scatter here makes XLA copy ``counts`` every iteration.
     is_this_label = labels.slot(labels.slot_index, slot) == classes
-    counts = counts + active - jnp.where(is_this_label, slot_count[:, None], 0)
-    return sums + slot_sum, counts
+    if weight is None:
+      (counts,) = grads
+      counts = counts + active - jnp.where(is_this_label, slot_count[:, None], 0)
+      return sums + slot_sum, (counts,)
+    counts, label_sums, margin_terms = grads
+    scaled_count = weight[:, 0] * slot_count
+    counts = (
+      counts + jnp.where(active, weight, 0) - jnp.where(is_this_label, scaled_count[:, None], 0)
+    )
+    label_sums = label_sums + jnp.where(is_this_label, slot_sum[:, None], 0)
+    return sums + weight[:, 0] * slot_sum, (counts, label_sums, margin_terms + scaled_count)
 
-  init = (jnp.zeros_like(x[:, 0]), jnp.zeros_like(x if with_counts else x[:, :0], jnp.int32))
-  return lax.fori_loop(0, labels.longest, body, init)
+  grads = ()
+  if with_counts:
+    grads = (jnp.zeros_like(x, jnp.int32),)
+    if weights is not None:
+      grads = (jnp.zeros_like(x), jnp.zeros_like(x), jnp.zeros_like(x[:, 0]))
+  return lax.fori_loop(0, labels.longest, body, (jnp.zeros_like(x[:, 0]), grads))
 
 
 def _searchsorted_rows(sorted_rows, queries, right):
@@ -216,8 +209,8 @@ def _searchsorted_rows(sorted_rows, queries, right):
   return lax.fori_loop(0, width.bit_length(), halve, (low, high))[0]
 
 
-def _hinge_by_sorting(x, labels, margin, with_counts):
-  """Per-row hinge sums and (optionally) net counts from sorted scores."""
+def _hinge_by_sorting(x, labels, margin, weights, with_counts):
+  """Per-row hinge sums and (optionally) the gradient sums, from sorted scores."""
   num_classes = x.shape[1]
   safe_index = jnp.minimum(labels.slot_index, num_classes - 1)
   is_label = scatter_in_rows(jnp.zeros_like(x, bool), safe_index, labels.slot_valid, "max")
@@ -237,82 +230,96 @@ def _hinge_by_sorting(x, labels, margin, with_counts):
   slot_sums = jnp.take_along_axis(suffix, first_above, axis=1)
   # Guard 0 * inf: a slot with no active term adds exactly 0.
   terms = jnp.where(slot_counts > 0, slot_counts * offset + slot_sums, 0)
-  sums = jnp.sum(terms, axis=1)
+  if weights is not None:
+    weights = jnp.where(usable, weights, 0)
+  sums = jnp.sum(terms if weights is None else weights * terms, axis=1)
   if not with_counts:
-    return sums, jnp.zeros_like(x[:, :0], jnp.int32)
-  ascending_thresholds = jnp.sort(threshold, axis=1)
+    return sums, ()
+  if weights is None:
+    ascending_thresholds = jnp.sort(threshold, axis=1)
+    below = _searchsorted_rows(ascending_thresholds, x, right=False)
+    counts = jnp.where(counted, below, 0).astype(jnp.int32)
+    # Unusable slots (empty ones included) have a count of 0.
+    counts = scatter_in_rows(counts, safe_index, -slot_counts.astype(jnp.int32), "add")
+    return sums, (counts,)
+  # A negative's count is the sum of the weights of the thresholds below it.
+  ascending_thresholds, ascending_weights = lax.sort(
+    (threshold, weights), dimension=1, is_stable=True, num_keys=1
+  )
   below = _searchsorted_rows(ascending_thresholds, x, right=False)
-  counts = jnp.where(counted, below, 0).astype(jnp.int32)
-  # Unusable slots (empty ones included) have a count of 0.
-  counts = scatter_in_rows(counts, safe_index, -slot_counts.astype(jnp.int32), "add")
-  return sums, counts
+  weight_below = jnp.cumsum(ascending_weights, axis=1)
+  weight_below = jnp.concatenate([jnp.zeros_like(x[:, :1]), weight_below], axis=1)
+  counts = jnp.where(counted, jnp.take_along_axis(weight_below, below, axis=1), 0)
+  scaled_counts = weights * slot_counts
+  # A label listed m times has m equal slots: each sets m times its value at
+  # its class, a scatter reproducible on a GPU where a float scatter-add is
+  # not. Empty slots write to an extra column, cut off.
+  index = jnp.where(labels.slot_valid, safe_index, num_classes)
+  # From x, not a bare zeros, so that it is sharded as x is.
+  wide = jnp.zeros_like(jnp.concatenate([x, x[:, :1]], axis=1))
+  times = jnp.take_along_axis(
+    scatter_in_rows(wide.astype(jnp.int32), index, labels.slot_valid.astype(jnp.int32), "add"),
+    index,
+    axis=1,
+  )
+
+  def per_class(per_slot):
+    return scatter_in_rows(wide, index, per_slot * times, "set")[:, :num_classes]
+
+  counts = counts - per_class(scaled_counts)
+  return sums, (counts, per_class(terms), jnp.sum(scaled_counts, axis=1))
 
 
-def _hinge(x, labels, margin, with_counts, method):
+def _hinge(x, labels, margin, weights, with_counts, method):
+  """Per-row hinge sums ``(N,)`` and, ``with_counts``, the sums their gradients need.
+
+  ``weights``: ``None``, or the ``(N, C)`` weight of each label slot. The
+  gradient sums are ``(counts,)``, each score's net number of active terms
+  (int32) unweighted; weighted, the weighted counts, each class's hinge sum
+  as a label (``(N, C)``, the gradient of its weight) and each row's weighted
+  number of active terms (the margin's gradient).
+  """
   if method == "slots":
-    return _hinge_by_slots(x, labels, margin, with_counts)
+    return _hinge_by_slots(x, labels, margin, weights, with_counts)
   if method == "sort":
-    return _hinge_by_sorting(x, labels, margin, with_counts)
+    return _hinge_by_sorting(x, labels, margin, weights, with_counts)
   return lax.cond(
     _sort_is_cheaper_here(labels.longest, x.shape[1]),
-    lambda: _hinge_by_sorting(x, labels, margin, with_counts),
-    lambda: _hinge_by_slots(x, labels, margin, with_counts),
+    lambda: _hinge_by_sorting(x, labels, margin, weights, with_counts),
+    lambda: _hinge_by_slots(x, labels, margin, weights, with_counts),
   )
 
 
-def _per_sample(sums, labels, num_classes):
-  return jnp.where(labels.row_valid, sums / num_classes, jnp.nan)
+def _rows(x, target, margin, *label_weights, with_counts, method):
+  """Per-sample losses, gradient sums (if asked) and valid rows of ``(N, C)`` scores.
 
-
-def _rows(x, target, margin, with_counts, method):
-  """Per-sample losses, net counts (if asked) and valid rows of ``(N, C)`` scores."""
-  labels = LabelLists(target, x.shape[1])
-  sums, counts = _hinge(x, labels, margin, with_counts, method)
-  return _per_sample(sums, labels, x.shape[1]), counts, labels.row_valid
+  ``label_weights``: none, or the ``(N, C)`` weight of each class as a label.
+  """
+  num_classes = x.shape[1]
+  labels = LabelLists(target, num_classes)
+  weights = None
+  if label_weights:
+    # Each slot's weight: that of its class (a label listed twice, twice).
+    safe_index = jnp.minimum(labels.slot_index, num_classes - 1)
+    weights = jnp.take_along_axis(label_weights[0], safe_index, axis=1)
+    weights = jnp.where(labels.slot_valid, weights, 0)
+  sums, grads = _hinge(x, labels, margin, weights, with_counts, method)
+  per_sample = jnp.where(labels.row_valid, sums / num_classes, jnp.nan)
+  return per_sample, grads, labels.row_valid
 
 
 @functools.cache
 def _folded_under_vmap(with_counts, method):
-  """:func:`_rows`, whose ``vmap`` folds the mapped axis into the rows.
-
-  Rows are independent, so a batch of ``(N, C)`` problems is one ``(B*N, C)``
-  problem: under ``vmap`` over examples this runs the batched call's program
-  (one method choice and one loop over the longest list of all rows), where
-  JAX's rule would batch every scatter and gather of the loops (about 20% more
-  time on XLA:CPU). A margin per example keeps JAX's rule, whose method choice
-  is still batch wide (:func:`_batch_wide`).
-  """
-  rows = functools.partial(_rows, with_counts=with_counts, method=method)
-
-  @custom_batching.custom_vmap
-  def folded(x, target, margin):
-    return rows(x, target, margin)
-
-  @folded.def_vmap
-  def _fold(axis_size, in_batched, x, target, margin):
-    x_batched, target_batched, margin_batched = in_batched
-    if margin_batched:
-      axes = tuple(0 if b else None for b in in_batched)
-      return jax.vmap(rows, in_axes=axes)(x, target, margin), (True, True, True)
-    x, target = (
-      a if b else jnp.broadcast_to(a, (axis_size, *a.shape))
-      for a, b in ((x, x_batched), (target, target_batched))
-    )
-    num_rows = axis_size * x.shape[1]
-    # Again through ``folded``: a nested vmap folds its own axis too.
-    out = folded(x.reshape(num_rows, x.shape[2]), target.reshape(num_rows, target.shape[2]), margin)
-    out = jax.tree.map(lambda a: a.reshape(axis_size, x.shape[1], *a.shape[1:]), out)
-    return out, (True, True, True)
-
-  return folded
+  """:func:`_rows` for static ``with_counts`` and ``method``, its ``vmap`` folded into the rows."""
+  return folded_under_vmap(functools.partial(_rows, with_counts=with_counts, method=method))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _multilabel_margin_vjp(x, target, margin, method="auto"):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _multilabel_margin_vjp(x, target, margin, label_weights=(), method="auto"):
   r"""Per-sample multi-label margin loss of torch's ``multilabel_margin_loss``.
 
   .. math::
-    \ell_n = \frac{1}{C} \sum_{j \in L_n} \sum_{d \notin L_n}
+    \ell_n = \frac{1}{C} \sum_{j \in L_n} w_{n,j} \sum_{d \notin L_n}
              \max(0,\ \mathrm{margin} - x_{n,j} + x_{n,d})
 
   where :math:`L_n` is the prefix of ``target[n]`` before its first negative
@@ -324,165 +331,68 @@ def _multilabel_margin_vjp(x, target, margin, method="auto"):
     target: padded label lists, shape ``(N, C)``, any integer dtype. A row with
       a value outside ``[-1, C-1]`` gives NaN (value and gradient).
     margin: scalar array (torch fixes it to 1).
+    label_weights: ``()`` (every :math:`w_{n,j} = 1`: torch's loss, computed
+      as before), or ``(w,)`` with ``w`` of shape ``(N, C)`` in the dtype of
+      ``x``: :math:`w_{n,j}` for each class :math:`j` as a label
+      (differentiable).
     method: ``"auto"``, ``"slots"`` or ``"sort"`` (static); see the module
       docstring. All give torch's result.
 
   Returns:
     Per-sample losses of shape ``(N,)``.
   """
-  return _folded_under_vmap(False, method)(x, target, margin)[0]
+  return _folded_under_vmap(False, method)(x, target, margin, *label_weights)[0]
 
 
-def _fwd(x, target, margin, method):
+def _fwd(x, target, margin, label_weights, method):
   # The counts are piecewise constant in x: cutting the gradient here lets
   # grad-of-grad see a zero second derivative instead of a while loop.
-  per_sample, counts, row_valid = _folded_under_vmap(True, method)(
-    lax.stop_gradient(x), target, lax.stop_gradient(margin)
+  per_sample, grads, row_valid = _folded_under_vmap(True, method)(
+    lax.stop_gradient(x), target, lax.stop_gradient(margin), *map(lax.stop_gradient, label_weights)
   )
-  return per_sample, (counts, row_valid, margin)
+  return per_sample, (grads, row_valid, margin)
 
 
 def _bwd(method, residuals, cotangent):
   del method
-  counts, row_valid, margin = residuals
+  grads, row_valid, margin = residuals
+  counts = grads[0]
   scale = (cotangent / counts.shape[1])[:, None]
   grad_x = jnp.where(row_valid[:, None], counts * scale, jnp.nan)
-  # Each active term adds 1 at a negative and -1 at a label: the margin's
-  # gradient is the number of active terms, i.e. minus the label counts.
-  # Summed as floats: an int32 sum could overflow (up to C*C/4 terms a row), and
-  # jnp.sum makes an int64 copy of the counts under x64.
-  active_terms = jnp.sum(jnp.where(counts > 0, counts, 0).astype(scale.dtype), axis=1)
+  grad_weights = ()
+  if len(grads) == 1:
+    # Each active term adds 1 at a negative and -1 at a label: the margin's
+    # gradient is the number of active terms, i.e. minus the label counts.
+    # Summed as floats: an int32 sum could overflow (up to C*C/4 terms a row), and
+    # jnp.sum makes an int64 copy of the counts under x64.
+    active_terms = jnp.sum(jnp.where(counts > 0, counts, 0).astype(scale.dtype), axis=1)
+  else:
+    # Weighted, each term counts its label's weight, and a weight's gradient
+    # is its label's hinge sum.
+    _, label_sums, active_terms = grads
+    grad_weights = (jnp.where(row_valid[:, None], label_sums * scale, jnp.nan),)
   grad_margin = jnp.sum(jnp.where(row_valid, active_terms * scale[:, 0], 0))
-  return grad_x.astype(cotangent.dtype), None, grad_margin.astype(margin.dtype)
+  return (
+    grad_x.astype(cotangent.dtype),
+    None,
+    grad_margin.astype(margin.dtype),
+    tuple(g.astype(cotangent.dtype) for g in grad_weights),
+  )
 
 
 _multilabel_margin_vjp.defvjp(_fwd, _bwd)
 
 
-def _margin_varying_like_x(x, target, margin, method="auto"):
-  """``_multilabel_margin_vjp`` with ``margin`` varying like ``x`` in ``shard_map``."""
-  return _multilabel_margin_vjp(x, target, vary_like(x, margin), method)
+def _margin_varying_like_x(x, target, margin, method="auto", label_weights=None):
+  """``_multilabel_margin_vjp``, its margin (and weights) varying like ``x`` in ``shard_map``.
+
+  ``label_weights``: ``None`` or the ``(N, C)`` weight of each class as a label.
+  """
+  weights = () if label_weights is None else (vary_like(x, label_weights.astype(x.dtype)),)
+  return _multilabel_margin_vjp(x, target, vary_like(x, margin), weights, method)
 
 
 # Jitted so that eager callers (the Optax-style API) reuse one compiled
 # kernel: run op by op, the loops and the cond would be traced and compiled
 # anew on every call, their bodies being fresh closures.
 multilabel_margin_per_sample = jax.jit(_margin_varying_like_x, static_argnames=("method",))
-
-
-# Up to this many label slots, the fused rule compares every score with every
-# label's threshold (K vectorised compares per score, no gather); longer lists
-# binary-search the sorted thresholds (log2 K gathers per score, and a
-# histogram). Per platform: on XLA:CPU the two cost the same at K = 128
-# (N=1024, C=100,000: 1.9 s a step each; the compares take 1.6x the search's
-# time at K = 256 and 0.4x at K = 16). GPU and TPU: the CPU's value until
-# measured there (``benchmarks/calibrate.py --fused``).
-FUSED_COMPARE_MAX_SLOTS = {"cpu": 128, "gpu": 128, "tpu": 128}
-
-
-def fused_method(num_slots: int, platform: str | None = None) -> str:
-  """The fused rule's method for ``num_slots`` label slots: ``"compare"`` or ``"search"``.
-
-  A static choice (the two rules keep different per-row sums), made for the
-  platform of :func:`jaxmargin._settings.trace_platform` unless given.
-  """
-  platform = platform or trace_platform()
-  return "compare" if num_slots <= FUSED_COMPARE_MAX_SLOTS[platform] else "search"
-
-
-def _count_below(padded, x):
-  """How many of its row's ascending thresholds lie strictly below each score.
-
-  ``padded`` has ``2**levels - 1`` entries per row (inf past the thresholds):
-  ``levels`` branch-free halvings, each one gather from that small table.
-  (:func:`_searchsorted_rows` searches rows as long as the scores', with the
-  row-wise gathers that explicit mesh axes can shard.)
-  """
-  count = jnp.zeros(x.shape, jnp.int32)
-  for level in reversed(range((padded.shape[1] + 1).bit_length() - 1)):
-    step = 1 << level
-    probe = gather_in_rows(padded, count + (step - 1))
-    count = jnp.where(probe < x, count + step, count)
-  return count
-
-
-@dataclasses.dataclass(frozen=True)
-class FusedMultilabelMargin:
-  r"""Chunk rule of the multi-label margin loss for :mod:`jaxmargin._fused`.
-
-  Label :math:`j` gives the threshold :math:`t_j = -(\mathrm{margin} - x_j)`:
-  its term with negative :math:`d` is active iff :math:`x_d > t_j` (the
-  sort method's exact test) and then equals :math:`x_d - t_j`. With
-  :math:`c_d` the number of thresholds below :math:`x_d` and :math:`n_j` the
-  number of negatives above :math:`t_j`, the row sum is
-  :math:`\sum_d c_d x_d - \sum_j n_j t_j`; :math:`c_d` is the gradient of
-  score :math:`d`, :math:`-n_j` that of label :math:`j`, and
-  :math:`\sum_j n_j` that of the margin.
-
-  ``method="compare"`` counts with one compare per score and slot, O(N*C*K);
-  ``"search"`` binary-searches the sorted thresholds, O(N*C*log K), and
-  gets :math:`n_j` from a histogram of :math:`c_d`.
-  """
-
-  method: str
-  uses_label_scores = True
-
-  def prepare(self, labels, label_scores, row_args):
-    (margin,) = row_args
-    offset = margin - label_scores
-    # A NaN label score drops its terms, as in torch; an inf threshold is
-    # never exceeded.
-    threshold = jnp.where(labels.slot_valid & ~jnp.isnan(offset), -offset, jnp.inf)
-    if self.method == "compare":
-      return threshold, None, None
-    # jnp.argsort's stable sort, with int32 positions (64-bit under x64).
-    ascending, order = lax.sort(
-      (threshold, lax.broadcasted_iota(jnp.int32, threshold.shape, 1)),
-      dimension=1,
-      is_stable=True,
-      num_keys=1,
-    )
-    # Padded with inf to 2**levels - 1 entries, for a search in power-of-two
-    # steps; prefix[n, c] sums the c lowest thresholds.
-    levels = ascending.shape[1].bit_length()
-    padded = jnp.pad(
-      ascending, ((0, 0), (0, 2**levels - 1 - ascending.shape[1])), constant_values=jnp.inf
-    )
-    prefix = jnp.concatenate(
-      [jnp.zeros_like(ascending[:, :1]), jnp.cumsum(ascending, axis=1)], axis=1
-    )
-    return threshold, order, (padded, prefix)
-
-  def chunk(self, context, chunk: Chunk, with_grads):
-    threshold, _, ascending = context
-    x, negative = chunk.scores, ~chunk.is_label
-    num_slots = threshold.shape[1]
-    if self.method == "compare":
-      active = [(x > threshold[:, k : k + 1]) & negative for k in range(num_slots)]
-      per_score = sum((a.astype(x.dtype) for a in active), jnp.zeros_like(x))
-      counts = (
-        jnp.stack(row_sums(*(a.astype(jnp.int32) for a in active)), axis=1)
-        if active
-        else jnp.zeros_like(threshold, jnp.int32)
-      )
-      (values,) = row_sums(jnp.where(per_score > 0, per_score * x, 0))
-      return ChunkShare(values, counts, per_score)
-    padded, prefix = ascending
-    below = jnp.where(negative, _count_below(padded, x), 0)
-    # Guard 0 * inf: a score below every threshold adds exactly 0.
-    terms = jnp.where(below > 0, below * x - gather_in_rows(prefix, below), 0)
-    (values,) = row_sums(terms)
-    histogram = count_in_rows(below, prefix.shape[1])
-    return ChunkShare(values, histogram, below.astype(x.dtype))
-
-  def finish(self, context, values, sums, with_grads):
-    threshold, order, _ = context
-    if self.method == "compare":
-      counts = sums
-      values = values - jnp.sum(jnp.where(counts > 0, counts * threshold, 0), axis=1)
-    else:
-      # n at sorted position r is the number of scores with c_d > r.
-      above = jnp.cumsum(sums[:, :0:-1], axis=1, dtype=jnp.int32)[:, ::-1]
-      counts = scatter_in_rows(jnp.zeros_like(above), order, above, "set")
-    counts = counts.astype(values.dtype)
-    return RowTotals(values, -counts, (jnp.sum(counts, axis=1),))

@@ -12,6 +12,17 @@ import jax
 import jax.numpy as jnp
 
 from jaxmargin import _validation as v
+from jaxmargin._functional_embedding import (
+  cosine_embedding_loss,
+  pairwise_distance,
+  triplet_margin_loss,
+  triplet_margin_with_distance_loss,
+)
+from jaxmargin._functional_pairwise import (
+  hinge_embedding_loss,
+  margin_ranking_loss,
+  soft_margin_loss,
+)
 from jaxmargin._multi_margin import multi_margin_per_sample
 from jaxmargin._multilabel_margin import multilabel_margin_per_sample
 from jaxmargin._reduction import (
@@ -24,9 +35,16 @@ from jaxmargin._reduction import (
 from jaxmargin._soft_margin import multilabel_soft_margin_per_sample, torch_order_operands
 
 __all__: list[str] = [
+  "cosine_embedding_loss",
+  "hinge_embedding_loss",
+  "margin_ranking_loss",
   "multi_margin_loss",
   "multilabel_margin_loss",
   "multilabel_soft_margin_loss",
+  "pairwise_distance",
+  "soft_margin_loss",
+  "triplet_margin_loss",
+  "triplet_margin_with_distance_loss",
 ]
 
 

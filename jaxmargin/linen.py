@@ -30,6 +30,16 @@ except ImportError as exc:
   ) from exc
 
 from jaxmargin import functional
+from jaxmargin._linen_embedding import (
+  CosineEmbeddingLoss,
+  TripletMarginLoss,
+  TripletMarginWithDistanceLoss,
+)
+from jaxmargin._linen_pairwise import (
+  HingeEmbeddingLoss,
+  MarginRankingLoss,
+  SoftMarginLoss,
+)
 from jaxmargin._modules import (
   check_module_reduction,
   checked_margin,
@@ -40,7 +50,17 @@ from jaxmargin._modules import (
 from jaxmargin._reduction import Reduction
 from jaxmargin._validation import check_p
 
-__all__: list[str] = ["MultiLabelMarginLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss"]
+__all__: list[str] = [
+  "CosineEmbeddingLoss",
+  "HingeEmbeddingLoss",
+  "MarginRankingLoss",
+  "MultiLabelMarginLoss",
+  "MultiLabelSoftMarginLoss",
+  "MultiMarginLoss",
+  "SoftMarginLoss",
+  "TripletMarginLoss",
+  "TripletMarginWithDistanceLoss",
+]
 
 
 class MultiLabelMarginLoss(nn.Module):

@@ -36,14 +36,30 @@ from jaxmargin._modules import (
   checked_weight,
   module_reduction,
 )
+from jaxmargin._nnx_embedding import (
+  CosineEmbeddingLoss,
+  TripletMarginLoss,
+  TripletMarginWithDistanceLoss,
+)
+from jaxmargin._nnx_pairwise import (
+  HingeEmbeddingLoss,
+  MarginRankingLoss,
+  SoftMarginLoss,
+)
 from jaxmargin._reduction import Reduction
 from jaxmargin._validation import check_p
 
 __all__: list[str] = [
+  "CosineEmbeddingLoss",
+  "HingeEmbeddingLoss",
   "LossWeight",
+  "MarginRankingLoss",
   "MultiLabelMarginLoss",
   "MultiLabelSoftMarginLoss",
   "MultiMarginLoss",
+  "SoftMarginLoss",
+  "TripletMarginLoss",
+  "TripletMarginWithDistanceLoss",
 ]
 
 

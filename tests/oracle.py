@@ -32,6 +32,9 @@ def num_differentiated(name):
 
 
 def _to_torch(value):
+  if isinstance(value, functools.partial) and value.func is jaxmargin.pairwise_distance:
+    # A distance_function of ours: torch's is the same distance as a module.
+    return torch.nn.PairwiseDistance(**value.keywords)
   if isinstance(value, np.ndarray):
     if value.dtype.kind in "iu":
       return torch.from_numpy(value.astype(np.int64))
@@ -42,6 +45,11 @@ def _to_torch(value):
 def _cotangent(shape, dtype):
   """A fixed, non-uniform cotangent, so per-row scaling is really tested."""
   return (1.0 + np.arange(int(np.prod(shape)), dtype=np.float64) % 3).reshape(shape).astype(dtype)
+
+
+def _floating(a):
+  # jnp.issubdtype, not dtype.kind: bfloat16 (ml_dtypes) is kind "V".
+  return jnp.issubdtype(np.asarray(a).dtype, jnp.floating)
 
 
 def _split(name, args):
@@ -60,7 +68,7 @@ def torch_value_and_grads(name, *args, **kwargs):
   for a in wrt:
     a = np.asarray(a)
     t = _to_torch(a)
-    if a.dtype.kind == "f":
+    if _floating(a):
       t.requires_grad_(True)
     tensors.append(t)
   with warnings.catch_warnings():
@@ -87,7 +95,7 @@ def torch_value_and_grad(name, x, *args, **kwargs):
   return value, grads[0]
 
 
-_STATIC = ("p", "reduction", "size_average", "reduce", "swap", "distance_function")
+_STATIC = ("p", "reduction", "size_average", "reduce", "swap", "distance_function", "keepdim")
 
 
 @functools.cache
@@ -109,7 +117,7 @@ def jax_value_and_grads(name, *args, jit=False, **kwargs):
   """
   fn = jitted(name) if jit else getattr(jaxmargin, name)
   wrt, rest = _split(name, args)
-  floating = [np.asarray(a).dtype.kind == "f" for a in wrt]
+  floating = [_floating(a) for a in wrt]
 
   def loss(*diff):
     it = iter(diff)

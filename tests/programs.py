@@ -39,6 +39,11 @@ def data(dtype: Any, seed: int = 0) -> dict[str, jax.Array]:
       "soft": jnp.asarray(multi_hot, dtype),
       "where": jnp.asarray(rng.random((N, C)) < 0.9),
       "weights": jnp.asarray(rng.uniform(0.5, 2.0, C), dtype),
+      # The pairwise and embedding losses: N pairs (or triplets) of C-vectors.
+      "other": jnp.asarray(rng.normal(size=(N, C)), dtype),
+      "third": jnp.asarray(rng.normal(size=(N, C)), dtype),
+      "signs": jnp.asarray(rng.choice([-1, 1], size=(N, C)), dtype),
+      "row_signs": jnp.asarray(rng.choice([-1, 1], size=N), dtype),
       "features": jnp.asarray(rng.normal(size=(N, D)), dtype),
       "kernel": jnp.asarray(rng.normal(size=(D, C)) / np.sqrt(D), dtype),
       "bias": jnp.asarray(rng.normal(size=C) / 10, dtype),
@@ -79,6 +84,37 @@ def programs(d: dict[str, jax.Array]) -> dict[str, Program]:
       "losses.multilabel_soft_margin_loss": Program(
           lambda x, w: jnp.mean(losses.multilabel_soft_margin_loss(x, soft, class_weights=w)),
           (scores, d["weights"])),
+      "functional.margin_ranking_loss": Program(
+          lambda x1, x2: functional.margin_ranking_loss(x1, x2, d["signs"], margin=0.1),
+          (scores, d["other"])),
+      "functional.hinge_embedding_loss": Program(
+          lambda x: functional.hinge_embedding_loss(x, d["signs"]), (scores,)),
+      "functional.soft_margin_loss": Program(
+          lambda x: functional.soft_margin_loss(x, d["signs"]), (scores,)),
+      "functional.cosine_embedding_loss": Program(
+          lambda x1, x2: functional.cosine_embedding_loss(x1, x2, d["row_signs"], margin=0.2),
+          (scores, d["other"])),
+      "functional.triplet_margin_loss": Program(
+          lambda a, p, n: functional.triplet_margin_loss(a, p, n, swap=True),
+          (scores, d["other"], d["third"])),
+      "functional.triplet_margin_with_distance_loss": Program(
+          lambda a, p, n: functional.triplet_margin_with_distance_loss(a, p, n),
+          (scores, d["other"], d["third"])),
+      "functional.pairwise_distance": Program(
+          lambda x1, x2: jnp.sum(functional.pairwise_distance(x1, x2)), (scores, d["other"])),
+      "losses.margin_ranking_loss": Program(
+          lambda x1, x2: jnp.mean(losses.margin_ranking_loss(x1, x2, d["signs"])),
+          (scores, d["other"])),
+      "losses.hinge_embedding_loss": Program(
+          lambda x: jnp.mean(losses.hinge_embedding_loss(x, d["signs"])), (scores,)),
+      "losses.soft_margin_loss": Program(
+          lambda x: jnp.mean(losses.soft_margin_loss(x, d["signs"])), (scores,)),
+      "losses.cosine_embedding_loss": Program(
+          lambda x1, x2: jnp.mean(losses.cosine_embedding_loss(x1, x2, d["row_signs"])),
+          (scores, d["other"])),
+      "losses.triplet_margin_loss": Program(
+          lambda a, p, n: jnp.mean(losses.triplet_margin_loss(a, p, n)),
+          (scores, d["other"], d["third"])),
       "linear.multilabel_margin_loss": Program(
           lambda h, k, b: linear.multilabel_margin_loss(h, k, d["lists"], bias=b,
                                                         reduction="mean"), classifier),

@@ -26,13 +26,12 @@ import jaxmargin
 from jaxmargin import _fused, functional, linear, losses
 from jaxmargin._deterministic import add_at, sorted_add_at, take
 from jaxmargin._multilabel_margin import (
-  FUSED_COMPARE_MAX_SLOTS,
   SORT_PASSES_PER_LOG2,
   LabelLists,
   _sort_is_cheaper_here,
-  fused_method,
   sort_is_cheaper,
 )
+from jaxmargin._multilabel_margin_fused import FUSED_COMPARE_MAX_SLOTS, fused_method
 from jaxmargin._settings import trace_platform
 from tests import programs
 

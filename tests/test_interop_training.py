@@ -99,3 +99,113 @@ def test_torch_and_jaxmargin_training_agree_for_20_steps(loss_name):
   # The model must learn, or agreeing would prove little.
   assert expected[-1] < 0.8 * expected[0]
   np.testing.assert_allclose(got, expected, rtol=1e-10, atol=0)
+
+
+# --- A scoring model trained on ranked pairs: margin_ranking_loss ------------------------------
+
+
+def _score_torch(weights, features):
+  w1, b1, w2, b2 = weights
+  return (torch.tanh(features @ w1 + b1) @ w2 + b2)[:, 0]
+
+
+def _score_jax(weights, features):
+  w1, b1, w2, b2 = weights
+  return (jnp.tanh(features @ w1 + b1) @ w2 + b2)[:, 0]
+
+
+def test_torch_and_jaxmargin_ranking_training_agree_for_20_steps():
+  # Pairs of items, the label saying which of the two a hidden linear score
+  # prefers (int64, as torch's MarginRankingLoss examples have it); the model
+  # scores each item, and the loss asks the preferred score to win by 0.5.
+  rng = np.random.default_rng(1)
+  first, second = (rng.normal(size=(NUM_SAMPLES, NUM_FEATURES)) for _ in range(2))
+  hidden = rng.normal(size=NUM_FEATURES)
+  target = np.where(first @ hidden > second @ hidden, 1, -1)
+  params = [rng.normal(size=(NUM_FEATURES, NUM_HIDDEN)) * 0.5, rng.normal(size=NUM_HIDDEN) * 0.1,
+            rng.normal(size=(NUM_HIDDEN, 1)) * 0.5, rng.normal(size=1) * 0.1]
+  margin = 0.5
+
+  weights = [torch.tensor(p, requires_grad=True) for p in params]
+  first_t, second_t, target_t = map(torch.from_numpy, (first, second, target))
+  expected = []
+  for _ in range(STEPS):
+    loss = F.margin_ranking_loss(_score_torch(weights, first_t), _score_torch(weights, second_t),
+                                 target_t, margin=margin)
+    for w in weights:
+      w.grad = None
+    loss.backward()
+    with torch.no_grad():
+      for w in weights:
+        w -= LEARNING_RATE * w.grad
+    expected.append(loss.item())
+
+  @jax.jit
+  def step(weights):
+    def loss(weights):
+      return jaxmargin.margin_ranking_loss(_score_jax(weights, first), _score_jax(weights, second),
+                                           target, margin=margin)
+    value, grads = jax.value_and_grad(loss)(weights)
+    return [w - LEARNING_RATE * g for w, g in zip(weights, grads)], value
+
+  weights_jax = [jnp.asarray(p) for p in params]
+  got = []
+  for _ in range(STEPS):
+    weights_jax, value = step(weights_jax)
+    got.append(float(value))
+  assert expected[-1] < 0.8 * expected[0]
+  np.testing.assert_allclose(got, expected, rtol=1e-10, atol=0)
+
+
+# --- An embedding trained on fixed triplets: triplet_margin_loss -------------------------------
+
+
+def test_torch_and_jaxmargin_triplet_training_agree_for_20_steps():
+  # Points of 4 clusters; each triplet takes an anchor and a positive from one
+  # cluster and a negative from another. A linear map to 3 dimensions is
+  # trained with the swap and p=2; the parameters after 20 SGD steps (and the
+  # loss at each step) must agree.
+  rng = np.random.default_rng(2)
+  centers = rng.normal(size=(4, NUM_FEATURES))
+  cluster = rng.integers(0, 4, size=NUM_SAMPLES)
+  other = (cluster + rng.integers(1, 4, size=NUM_SAMPLES)) % 4
+
+  def points(clusters):
+    return centers[clusters] + 0.8 * rng.normal(size=(NUM_SAMPLES, NUM_FEATURES))
+
+  anchor, positive, negative = points(cluster), points(cluster), points(other)
+  params = [rng.normal(size=(NUM_FEATURES, 3)) * 0.3, rng.normal(size=3) * 0.1]
+  kwargs = dict(margin=1.0, p=2, swap=True)
+
+  weights = [torch.tensor(p, requires_grad=True) for p in params]
+  triplet_t = [torch.from_numpy(x) for x in (anchor, positive, negative)]
+  expected = []
+  for _ in range(STEPS):
+    w, b = weights
+    loss = F.triplet_margin_loss(*(x @ w + b for x in triplet_t), **kwargs)
+    for v in weights:
+      v.grad = None
+    loss.backward()
+    with torch.no_grad():
+      for v in weights:
+        v -= LEARNING_RATE * v.grad
+    expected.append(loss.item())
+
+  @jax.jit
+  def step(weights):
+    def loss(weights):
+      w, b = weights
+      return jaxmargin.triplet_margin_loss(*(x @ w + b for x in (anchor, positive, negative)),
+                                           **kwargs)
+    value, grads = jax.value_and_grad(loss)(weights)
+    return [v - LEARNING_RATE * g for v, g in zip(weights, grads, strict=True)], value
+
+  weights_jax = [jnp.asarray(p) for p in params]
+  got = []
+  for _ in range(STEPS):
+    weights_jax, value = step(weights_jax)
+    got.append(float(value))
+  assert expected[-1] < 0.8 * expected[0]
+  np.testing.assert_allclose(got, expected, rtol=1e-10, atol=0)
+  for ours, theirs in zip(weights_jax, weights, strict=True):
+    np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-10, atol=0)

@@ -18,9 +18,10 @@ from jax.experimental import checkify
 
 import jaxmargin
 from jaxmargin import linear, losses
-from jaxmargin._multilabel_margin import FUSED_COMPARE_MAX_SLOTS, multilabel_margin_per_sample
+from jaxmargin._multilabel_margin import multilabel_margin_per_sample
+from jaxmargin._multilabel_margin_fused import FUSED_COMPARE_MAX_SLOTS
 from jaxmargin._settings import trace_platform
-from jaxmargin.linear import _multilabel_margin
+from jaxmargin._linear_multilabel_margin import _multilabel_margin
 
 N, D, C, K = 7, 5, 37, 6
 

@@ -6,6 +6,7 @@ input must raise at call time.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import warnings
@@ -26,6 +27,11 @@ OPS = {op.name.removeprefix("nn.functional."): op for op in op_db
 
 
 def _numpy(value):
+  if isinstance(value, torch.nn.PairwiseDistance):
+    # triplet_margin_with_distance_loss's samples pass torch's distance module:
+    # ours is the same distance in JAX.
+    return functools.partial(jaxmargin.pairwise_distance, p=value.norm, eps=value.eps,
+                             keepdim=value.keepdim)
   return value.detach().numpy().copy() if isinstance(value, torch.Tensor) else value
 
 
