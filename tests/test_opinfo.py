@@ -16,7 +16,8 @@ import pytest
 import torch
 
 import jaxmargin
-from tests.oracle import assert_matches_torch
+from jaxmargin import losses
+from tests.oracle import LOSSES, assert_matches_torch, tolerance, torch_value_and_grads
 
 with warnings.catch_warnings():
   warnings.simplefilter("ignore")
@@ -107,3 +108,41 @@ def test_error_inputs_raise(name, error):
   assert message.startswith(f"{name}: ") or re.search(error.error_regex, message), message
   # The message names the argument it is about.
   assert re.search(ARGUMENT_NAMES, message), message
+
+
+# The ops that came after the first three (whose jit parity is in
+# tests/test_parity_torch.py): their OpInfo samples also run under jax.jit.
+LATER_OPS = sorted(set(OPS) - set(LOSSES))
+
+
+def _later(cases):
+  return [case for case in cases if case.values[0] in LATER_OPS]
+
+
+@pytest.mark.parametrize("name, sample", _later(_collect("sample_inputs", torch.float64)))
+def test_sample_inputs_match_torch_under_jit(name, sample):
+  x = _numpy(sample.input)
+  args = [_numpy(a) for a in sample.args]
+  kwargs = {k: _numpy(a) for k, a in sample.kwargs.items()}
+  assert_matches_torch(name, x, *args, jit=True, **kwargs)
+
+
+# The Optax-style twins: one loss per element (pairwise) or per example
+# (embedding), torch's reduction='none', with the hyperparameters they share.
+OPTAX_TWINS = {name: getattr(losses, name) for name in LATER_OPS if name in losses.__all__}
+SHARED_HYPERPARAMETERS = ("margin", "p", "eps", "swap")
+
+
+@pytest.mark.parametrize(
+    "name, sample",
+    [case for case in _collect("sample_inputs", torch.float64) if case.values[0] in OPTAX_TWINS])
+def test_sample_inputs_through_the_optax_style_losses(name, sample):
+  kwargs = {k: _numpy(a) for k, a in sample.kwargs.items()}
+  if kwargs.get("size_average") is not None or kwargs.get("reduce") is not None:
+    pytest.skip("legacy reduction arguments: torch-compatible API only")
+  arrays = [_numpy(sample.input), *[_numpy(a) for a in sample.args]]
+  hyper = {k: v for k, v in kwargs.items() if k in SHARED_HYPERPARAMETERS}
+  expected, _ = torch_value_and_grads(name, *arrays, **hyper, reduction="none")
+  got = OPTAX_TWINS[name](*arrays, **hyper)
+  assert got.shape == expected.shape, (got.shape, expected.shape)
+  np.testing.assert_allclose(np.asarray(got), expected, equal_nan=True, **tolerance(np.float64))
