@@ -17,6 +17,14 @@ an example's loss equals the loss computed on its included classes alone. An
 example with no included class, or (for :func:`multiclass_margin_loss`) whose
 label is excluded, gets 0. A ``where`` with the batch shape (one fewer
 dimension than the scores) includes or excludes whole examples, as in optax.
+
+The pairwise losses (:func:`margin_ranking_loss`, :func:`hinge_embedding_loss`,
+:func:`soft_margin_loss`) have no class axis: they give one loss per element
+of their broadcast operands. The embedding losses
+(:func:`cosine_embedding_loss`, :func:`triplet_margin_loss`) give one loss per
+example, with ``axis`` the feature axis. :func:`inverse_propensity` and
+:func:`propensity_scored_precision_at_k` are the label weights and the metric
+of extreme multi-label classification (Jain, Prabhu and Varma, KDD 2016).
 """
 
 from __future__ import annotations
