@@ -45,14 +45,6 @@ def static_flag(fn: str, name: str, value) -> bool:
   return bool(value)
 
 
-def real_scalar(fn: str, name: str, value) -> jax.Array:
-  """A real scalar array (``eps``); traced values are fine."""
-  array = v.as_real_array(fn, name, value)
-  if array.ndim != 0:
-    raise ValueError(f"{fn}: {name} shape {array.shape} is not a scalar; expected ()")
-  return array
-
-
 def broadcast(fn: str, name: str, shape, other_name: str, other_shape) -> tuple[int, ...]:
   """The broadcast of two shapes, or a ``ValueError`` naming both arguments."""
   try:
@@ -131,7 +123,12 @@ def distance_shapes(fn: str, anchor, positive, negative, swap: bool, p: float) -
 def triplet_module_settings(module: str, margin, p, eps, swap) -> tuple[float, float, float, bool]:
   """A triplet module's ``(margin, p, eps, swap)``, checked when it is built (torch's rules)."""
   margin = float(positive_margin(module, margin))
-  return margin, static_number(module, "p", p), float(real_scalar(module, "eps", eps)), bool(swap)
+  return (
+    margin,
+    static_number(module, "p", p),
+    float(v.as_real_scalar(module, "eps", eps)),
+    bool(swap),
+  )
 
 
 def distance_module_settings(module: str, distance_function, margin, swap, reduction):

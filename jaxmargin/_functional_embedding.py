@@ -26,7 +26,6 @@ from jaxmargin._embedding_checks import (
   distance_shapes,
   float_dtype,
   positive_margin,
-  real_scalar,
   static_flag,
   static_number,
   triplet_ranks,
@@ -164,7 +163,7 @@ def pairwise_distance(
   b = v.as_real_array(fn, "x2", x2)
   p = static_number(fn, "p", p)
   keepdim = static_flag(fn, "keepdim", keepdim)
-  e = real_scalar(fn, "eps", eps)
+  e = v.as_real_scalar(fn, "eps", eps)
   shape = broadcast(fn, "x2", b.shape, "x1", a.shape)
   check_feature_axis(fn, "x1 - x2", shape, p)
   return _pairwise_distance_kernel(a, b, e, p=p, keepdim=keepdim)
@@ -326,7 +325,7 @@ def triplet_margin_loss(
   m = positive_margin(fn, margin)
   a, pos, neg = _triplet_arrays(fn, anchor, positive, negative)
   p, swap = static_number(fn, "p", p), static_flag(fn, "swap", swap)
-  e = real_scalar(fn, "eps", eps)
+  e = v.as_real_scalar(fn, "eps", eps)
   distance_shapes(fn, a, pos, neg, swap, p)
   return triplet_kernel(a, pos, neg, m, e, p=p, swap=swap, reduction=reduction)
 

@@ -92,7 +92,7 @@ def triplet_margin_loss(
   ]
   m = checks.positive_margin(fn, margin)
   p, swap = checks.static_number(fn, "p", p), checks.static_flag(fn, "swap", swap)
-  e = checks.real_scalar(fn, "eps", eps)
+  e = v.as_real_scalar(fn, "eps", eps)
   axis = v.check_axis(fn, axis)
   shapes = _feature_last_shapes(fn, names, arrays, axis)
   pairs = [(0, 1), (0, 2), (1, 2)] if swap else [(0, 1), (0, 2)]

@@ -189,13 +189,19 @@ def check_axis(fn: str, axis) -> int:
   return int(axis)
 
 
+def as_real_scalar(
+  fn: str, name: str, value: jax.typing.ArrayLike, expected: str = "an array of real numbers"
+) -> jax.Array:
+  """Converts ``value`` to a real scalar array (traced values are fine)."""
+  array = as_real_array(fn, name, as_array(fn, name, value, expected))
+  if array.ndim != 0:
+    raise ValueError(f"{fn}: {name} shape {array.shape} is not a scalar; expected ()")
+  return array
+
+
 def as_scalar_margin(fn: str, margin: jax.typing.ArrayLike) -> jax.Array:
   """Converts ``margin`` to a real scalar array."""
-  array = as_array(fn, "margin", margin, MARGIN)
-  array = as_real_array(fn, "margin", array)
-  if array.ndim != 0:
-    raise ValueError(f"{fn}: margin shape {array.shape} is not a scalar; expected ()")
-  return array
+  return as_real_scalar(fn, "margin", margin, MARGIN)
 
 
 @dataclasses.dataclass(frozen=True)
