@@ -31,7 +31,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pathlib
 import platform
-import time
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +40,8 @@ import numpy as np
 import jaxmargin
 
 HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from run import device_description, interleaved_medians  # noqa: E402  benchmarks/run.py, beside this
 NUM_ROWS, NUM_FEATURES = 4096, 128
 MIN_SPEEDUP, MAX_FLOOR_RATIO = 1.5, 1.5
 
@@ -123,25 +125,6 @@ def floor_runner(case, embeddings):
   return lambda: jax.block_until_ready(step(*args))
 
 
-def interleaved_medians(fns, repeats):
-  """Medians of several timed functions, run in turn so drifts hit all alike.
-
-  The order rotates by one each repetition: a call that runs right after
-  torch's is slower (torch's threads leave the cores and caches cold), and a
-  fixed order would give that penalty to one function only.
-  """
-  for fn in fns:
-    fn()
-  times = [[] for _ in fns]
-  for repeat in range(repeats):
-    for k in range(len(fns)):
-      i = (repeat + k) % len(fns)
-      start = time.perf_counter()
-      fns[i]()
-      times[i].append(time.perf_counter() - start)
-  return [float(np.median(t) * 1e3) for t in times]
-
-
 def run_case(case, repeats, embeddings, target):
   runners = [
     jax_runner(case, embeddings, target),
@@ -179,13 +162,6 @@ def print_table(results):
       f"{r['floor_ms']:>9.3f} {r['floor_ratio']:>8.2f}x  >={MIN_SPEEDUP:g}x torch, "
       f"<={MAX_FLOOR_RATIO:g}x floor {verdict}"
     )
-
-
-def device_description():
-  device = jax.devices()[0]
-  if device.platform == "cpu":
-    return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
-  return f"{device.platform.upper()} {device.device_kind}"
 
 
 def main():
