@@ -26,8 +26,8 @@ pytestmark = pytest.mark.slow
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SUITE = ROOT / "tests" / "multidevice"
 DEVICE_FLAG = "--xla_force_host_platform_device_count=8"
-# About 5 minutes alone on the project's 2-core CPU (214 checks), up to 8 beside the rest of
-# the suite under xdist; the limit only stops a hang.
+# About 2.5 minutes alone on the project's 2-core CPU (141 checks), up to 4 beside the rest
+# of the suite under xdist; the limit only stops a hang.
 TIMEOUT_S = 1800
 
 

@@ -11,6 +11,8 @@ classes, labels on every device and rows whose labels all sit on one.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -113,26 +115,66 @@ def one_device(name, loss, reduction):
   return lambda d: jnp.sum(jnp.sin(fn(d, loss[key], None, reduction)))
 
 
-def _differentiable(d):
-  return {k: v for k, v in d.items() if jnp.issubdtype(v.dtype, jnp.floating)}
+REDUCTIONS = ("none", "mean")
+RTOL = {np.float32: 1e-5, np.float64: 1e-9}
 
 
-@pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-9)])
-@pytest.mark.parametrize("reduction", ["none", "mean"])
-@pytest.mark.parametrize("mesh_name", MESHES)
-@pytest.mark.parametrize("name", LOSSES)
-def test_class_parallel_equals_one_device(name, mesh_name, reduction, dtype, rtol):
+@functools.cache
+def reference(name, dtype):
+  """``{reduction: (value, gradients)}`` of the one-device fused loss, on the host.
+
+  Computed once for each loss and dtype, both reductions in one program, and
+  shared with ``test_linear_sharded_jit.py`` (the same objective of the same
+  data): the reference is the same whichever way the classifier is split.
+  """
   with enable_x64(dtype == np.float64):
     data = make_data(dtype)
     labels = {k: data.pop(k) for k in ("lists", "classes")}
-    want, want_grads = jax.value_and_grad(one_device(name, labels, reduction))(data)
-    got, grads = jax.jit(jax.value_and_grad(class_parallel(name, labels, reduction,
-                                                           mesh_name)))(data)
-    np.testing.assert_allclose(got, want, rtol=rtol)
-    for key in _differentiable(data):
-      scale = float(jnp.max(jnp.abs(want_grads[key])))
-      np.testing.assert_allclose(grads[key], want_grads[key], rtol=rtol, atol=rtol * scale,
-                                 err_msg=key)
+
+    def both(d):
+      return {r: jax.value_and_grad(one_device(name, labels, r))(d) for r in REDUCTIONS}
+
+    return jax.device_get(jax.jit(both)(data))
+
+
+def assert_matches_reference(got, name, dtype):
+  """``got``, ``{reduction: (value, gradients)}`` for some reductions, against :func:`reference`."""
+  rtol = RTOL[dtype]
+  want = reference(name, dtype)
+  assert got and set(got) <= set(want)
+  for reduction, (value, grads) in got.items():
+    want_value, want_grads = want[reduction]
+    np.testing.assert_allclose(value, want_value, rtol=rtol, err_msg=reduction)
+    assert set(grads) == set(want_grads), reduction
+    for key, grad in grads.items():
+      scale = float(np.max(np.abs(want_grads[key])))
+      np.testing.assert_allclose(grad, want_grads[key], rtol=rtol, atol=rtol * scale,
+                                 err_msg=f"{reduction}: {key}")
+
+
+# Each loss on each mesh, both reductions in one program (two programs a
+# loss, not eight). The dtype alternates over meshes and losses: every loss
+# and every mesh runs in both, and the class-parallel code has nothing
+# dtype-specific for the other pairs to reach.
+PARALLEL_CASES = [
+    pytest.param(name, mesh_name, dtype, id=f"{name}-{mesh_name}-{dtype.__name__}")
+    for i, name in enumerate(LOSSES) for j, mesh_name in enumerate(MESHES)
+    for dtype in [(np.float64, np.float32)[(i + j) % 2]]]
+
+
+@pytest.mark.parametrize("name, mesh_name, dtype", PARALLEL_CASES)
+def test_class_parallel_equals_one_device(name, mesh_name, dtype):
+  with enable_x64(dtype == np.float64):
+    data = make_data(dtype)
+    labels = {k: data.pop(k) for k in ("lists", "classes")}
+
+    def both(d):
+      return {r: jax.value_and_grad(class_parallel(name, labels, r, mesh_name))(d)
+              for r in REDUCTIONS}
+
+    got = jax.jit(both)(data)
+    assert all(g.dtype == dtype for g in jax.tree.leaves(got))
+  assert_matches_reference(got, name, dtype)
 
 
 @pytest.mark.parametrize("mesh_name", MESHES)

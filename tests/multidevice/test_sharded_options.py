@@ -11,6 +11,8 @@ those of ``test_sharded.py`` and ``test_linear_sharded.py``.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -59,9 +61,10 @@ def _assert_agree(got, want, dtype):
     batch_data.assert_close(a, e, dtype, what)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_batch_sharded_jit_matches_one_device(dtype):
-  with enable_x64(dtype == np.float64):
+# float64 under Auto axes here, float32 under Explicit ones below and in shard_map.
+def test_batch_sharded_jit_matches_one_device():
+  dtype = np.float64
+  with enable_x64(True):
     scores, hot, weights = _inputs(dtype)
     program = _scores_program()
     want = program(*batch_data.on_one_device((scores, hot, weights)))
@@ -74,11 +77,18 @@ def test_batch_sharded_jit_matches_one_device(dtype):
   assert per_example.sharding.is_equivalent_to(batch_data.BATCH, 1)
 
 
+@functools.cache
+def _one_device_float32():
+  """The float32 program's results on one device, on the host (for two tests)."""
+  scores, hot, weights = _inputs(np.float32)
+  return jax.device_get(_scores_program()(*batch_data.on_one_device((scores, hot, weights))))
+
+
 def test_batch_sharded_jit_with_explicit_mesh_axes():
   mesh = jax.make_mesh((NUM_DEVICES,), (AXIS,), axis_types=(AxisType.Explicit,))
   scores, hot, weights = _inputs(np.float32)
   program = _scores_program()
-  want = program(*batch_data.on_one_device((scores, hot, weights)))
+  want = _one_device_float32()
   with jax.set_mesh(mesh):
     sharded = jax.device_put((scores, hot), NamedSharding(mesh, P(AXIS)))
     got = program(*sharded, jax.device_put(weights, NamedSharding(mesh, P())))
@@ -98,14 +108,11 @@ def test_shard_map_matches_one_device(check_vma):
   mapped = jax.shard_map(local_mean, mesh=batch_data.MESH, in_specs=(P(AXIS), P(AXIS), P()),
                          out_specs=P(), check_vma=check_vma)
 
-  def one_device(s, h, w):
-    return jnp.mean(losses.multilabel_margin_loss(s, h, class_weights=w, hard_negatives=HARD))
-
-  want = jax.jit(jax.value_and_grad(one_device, argnums=(0, 2)))(
-      *batch_data.on_one_device((scores, hot, weights)))
   got = jax.jit(jax.value_and_grad(mapped, argnums=(0, 2)))(scores, hot, weights)
+  # The one-device mean and gradients: those of the batch-sharded jit's program.
+  value, (grad, grad_weights), _ = _one_device_float32()
   for what, a, e in zip(("mean", "score gradient", "weight gradient"), jax.tree.leaves(got),
-                        jax.tree.leaves(want), strict=True):
+                        (value, grad, grad_weights), strict=True):
     batch_data.assert_close(a, e, np.float32, what)
 
 
@@ -121,38 +128,65 @@ def _fused_loss(d, lists, axis, reduction):
       chunk_size=fused_data.CHUNK, class_axis_name=axis)
 
 
-# Each mesh with each reduction and each dtype, in four compilations.
-@pytest.mark.parametrize("mesh_name, reduction, dtype", [
-    ("model8", "none", np.float64), ("model8", "mean", np.float32),
-    ("data2xmodel4", "none", np.float32), ("data2xmodel4", "mean", np.float64)])
-def test_class_parallel_shard_map_equals_one_device(mesh_name, reduction, dtype):
+@functools.cache
+def _fused_reference(dtype):
+  """``{reduction: (value, gradients)}`` of the one-device fused loss, on the host.
+
+  Once for each dtype, both reductions in one program, for the shard_map and
+  the jit tests.
+  """
+  with enable_x64(dtype == np.float64):
+    data = fused_data.make_data(dtype)
+    lists = data.pop("lists")
+    data.pop("classes")
+
+    def one_device(reduction):
+      return lambda d: jnp.sum(jnp.sin(_fused_loss(d, lists, None, reduction)))
+
+    def both(d):
+      return {r: jax.value_and_grad(one_device(r))(d) for r in ("none", "mean")}
+
+    return jax.device_get(jax.jit(both)(data))
+
+
+def _assert_fused_agree(got, dtype):
+  """``got``, ``{reduction: (value, gradients)}``, against :func:`_fused_reference`."""
   rtol = 1e-9 if dtype == np.float64 else 1e-5
+  want = _fused_reference(dtype)
+  for reduction, (value, grads) in got.items():
+    want_value, want_grads = want[reduction]
+    np.testing.assert_allclose(value, want_value, rtol=rtol, err_msg=reduction)
+    assert set(grads) == set(want_grads), reduction
+    for key in grads:
+      scale = float(np.max(np.abs(want_grads[key])))
+      np.testing.assert_allclose(grads[key], want_grads[key], rtol=rtol, atol=rtol * scale,
+                                 err_msg=f"{reduction}: {key}")
+
+
+# Each mesh with both reductions in one program, and each dtype, in two compilations.
+@pytest.mark.parametrize("mesh_name, dtype", [("model8", np.float64),
+                                              ("data2xmodel4", np.float32)])
+def test_class_parallel_shard_map_equals_one_device(mesh_name, dtype):
   with enable_x64(dtype == np.float64):
     data = fused_data.make_data(dtype)
     lists = data.pop("lists")
     data.pop("classes")
     specs, rows = fused_data._specs(mesh_name, False)    # the weights whole on each device
 
-    def local(d, y):
-      out = _fused_loss(d, y, "model", reduction)
-      return lax.pmean(out, "data") if reduction == "mean" and "data" in mesh_name else out
+    def sharded(reduction):
+      def local(d, y):
+        out = _fused_loss(d, y, "model", reduction)
+        return lax.pmean(out, "data") if reduction == "mean" and "data" in mesh_name else out
 
-    mapped = jax.shard_map(local, mesh=fused_data._mesh(mesh_name), in_specs=(specs, rows),
-                           out_specs=rows if reduction == "none" else P())
+      mapped = jax.shard_map(local, mesh=fused_data._mesh(mesh_name), in_specs=(specs, rows),
+                             out_specs=rows if reduction == "none" else P())
+      return lambda d: jnp.sum(jnp.sin(mapped(d, lists)))
 
-    def sharded(d):
-      return jnp.sum(jnp.sin(mapped(d, lists)))
+    def both(d):
+      return {r: jax.value_and_grad(sharded(r))(d) for r in ("none", "mean")}
 
-    def one_device(d):
-      return jnp.sum(jnp.sin(_fused_loss(d, lists, None, reduction)))
-
-    want, want_grads = jax.value_and_grad(one_device)(data)
-    got, grads = jax.jit(jax.value_and_grad(sharded))(data)
-  np.testing.assert_allclose(got, want, rtol=rtol)
-  for key in data:
-    scale = float(np.max(np.abs(want_grads[key])))
-    np.testing.assert_allclose(grads[key], want_grads[key], rtol=rtol, atol=rtol * scale,
-                               err_msg=key)
+    got = jax.jit(both)(data)
+  _assert_fused_agree(got, dtype)
 
 
 def test_hard_negatives_beyond_a_shards_classes_raise():
@@ -173,8 +207,12 @@ def test_hard_negatives_beyond_a_shards_classes_raise():
     jax.jit(mapped)(data, lists)
 
 
-@pytest.mark.parametrize("axis_type", placed_kernel.AXIS_TYPES)
-@pytest.mark.parametrize("mesh_name", fused_data.MESHES)
+# Each kind of axes and each mesh once: Auto axes (the partitioner's split of
+# the candidates' top_k and of the sweep) with the rows split over "data",
+# Explicit ones with the rows whole. test_linear_sharded_jit.py runs the sweep
+# and top_k under every pairing of the two.
+@pytest.mark.parametrize("mesh_name, axis_type", [("data2xmodel4", "auto"),
+                                                  ("model8", "explicit")])
 def test_jit_over_a_class_split_kernel_equals_one_device(mesh_name, axis_type):
   with enable_x64(True):
     data = fused_data.make_data(np.float64)
@@ -183,18 +221,12 @@ def test_jit_over_a_class_split_kernel_equals_one_device(mesh_name, axis_type):
     def objective(d, lists):
       return jnp.sum(jnp.sin(_fused_loss(d, lists, None, "none")))
 
-    floats, labels = placed_kernel._split(data)
-    want, want_grads = jax.jit(jax.value_and_grad(objective))(floats, labels["lists"])
     mesh = placed_kernel._mesh(mesh_name, axis_type)
     with placed_kernel._placed(mesh, axis_type):
       floats, labels = placed_kernel._split(placed_kernel._place(mesh, data, False))
       compiled = jax.jit(jax.value_and_grad(objective)).lower(floats, labels["lists"]).compile()
       got, grads = compiled(floats, labels["lists"])
-  np.testing.assert_allclose(got, want, rtol=1e-9)
-  for key in floats:
-    scale = float(np.max(np.abs(want_grads[key])))
-    np.testing.assert_allclose(grads[key], want_grads[key], rtol=1e-9, atol=1e-9 * scale,
-                               err_msg=key)
+  _assert_fused_agree({"none": (got, grads)}, np.float64)
   assert grads["kernel"].sharding.is_equivalent_to(floats["kernel"].sharding, 2)
   # What crosses devices is per row: at most each shard's k + K candidates.
   rows = data["features"].shape[0]
