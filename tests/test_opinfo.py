@@ -1,13 +1,16 @@
 """Driven by torch's own OpInfo inputs for the three ops, so the suite also
 tests what its authors did not think of: every sample and reference input must
 match torch (values and input gradients to 1e-9 in float64) and every error
-input must raise at call time.
+input must raise at call time. (Of the full product of options among
+multi_margin_loss's reference inputs, every pair of option values: see
+REFERENCE_PRODUCTS.)
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import re
 import warnings
 
@@ -36,11 +39,52 @@ def _numpy(value):
   return value.detach().numpy().copy() if isinstance(value, torch.Tensor) else value
 
 
+def _multi_margin_options(sample):
+  kwargs = sample.kwargs
+  return ((tuple(sample.input.shape), tuple(sample.args[0].shape)), kwargs["p"],
+          kwargs["margin"], kwargs["weight"] is None, kwargs.get("reduction", "default"))
+
+
+# The ops whose reference inputs, after their samples, are the full product of
+# a few options, each with a function giving a reference input's options.
+# multi_margin_loss's product is 4 inputs (0-D, 1-D with either target shape,
+# 2-D) x p x 3 margins x weight or none x 4 reductions (the default and the
+# three): 192 inputs, 96 compilations (one per input, p, margin type, weight
+# and reduction). The test takes every sample and, of the product, a set in
+# which every pair of values of any two options occurs (17 inputs). The
+# product's other combinations repeat those paths; tests/test_parity_torch.py
+# also crosses p and weight with every shape, and with ties and special values.
+REFERENCE_PRODUCTS = {"multi_margin_loss": _multi_margin_options}
+
+
+def _all_pairs(options):
+  """Indices of a subset of ``options`` (tuples) with every pair of any two values.
+
+  Greedy: each next the tuple with the most pairs not yet covered (the first
+  such), until every pair that occurs is covered.
+  """
+  pairs = [set(itertools.combinations(enumerate(o), 2)) for o in options]
+  wanted = set().union(*pairs)
+  covered, kept = set(), []
+  while covered != wanted:
+    best = max(range(len(options)), key=lambda i: (len(pairs[i] - covered), -i))
+    covered |= pairs[best]
+    kept.append(best)
+  return sorted(kept)
+
+
 def _collect(kind, dtype):
   torch.manual_seed(0)
   cases = []
   for name, op in sorted(OPS.items()):
-    for index, sample in enumerate(getattr(op, kind)("cpu", dtype, requires_grad=True)):
+    indexed = list(enumerate(getattr(op, kind)("cpu", dtype, requires_grad=True)))
+    if kind == "reference_inputs" and name in REFERENCE_PRODUCTS:
+      # torch seeds each sample: the kept ones are the same whatever else is kept.
+      first = sum(1 for _ in op.sample_inputs("cpu", dtype))
+      product = indexed[first:]
+      options = [REFERENCE_PRODUCTS[name](sample) for _, sample in product]
+      indexed = indexed[:first] + [product[i] for i in _all_pairs(options)]
+    for index, sample in indexed:
       cases.append(pytest.param(name, sample, id=f"{name}-{index}"))
   return cases
 
@@ -56,17 +100,47 @@ def _check_sample(name, sample):
   assert_matches_torch(name, x, *args, **kwargs)
 
 
-@pytest.mark.parametrize("name, sample", _collect("sample_inputs", torch.float64))
-def test_sample_inputs_match_torch(name, sample):
-  _check_sample(name, sample)
+def _same(a, b):
+  """Whether two sample arguments are equal: tensors in dtype, shape and value (NaN too)."""
+  if isinstance(a, torch.Tensor):
+    return (isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
+            and bool(torch.equal(a.isnan(), b.isnan())) and bool(torch.equal(
+                a.detach().nan_to_num(), b.detach().nan_to_num())))
+  if isinstance(a, (list, tuple)):
+    return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+  if isinstance(a, dict):
+    return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+  if isinstance(a, torch.nn.Module):
+    return type(a) is type(b) and vars(a) == vars(b)
+  return a == b
+
+
+def test_reference_inputs_begin_with_the_sample_inputs():
+  # So in float64 the reference inputs' test runs every sample input too, and
+  # the sample inputs need no float64 test of their own. torch seeds each
+  # sample, and an op's reference inputs are its samples, then (if it has a
+  # reference_inputs_func) more.
+  for name, op in sorted(OPS.items()):
+    torch.manual_seed(0)
+    samples = list(op.sample_inputs("cpu", torch.float64, requires_grad=True))
+    references = list(op.reference_inputs("cpu", torch.float64, requires_grad=True))
+    assert len(references) >= len(samples), name
+    for index, (sample, reference) in enumerate(zip(samples, references, strict=False)):
+      assert _same((sample.input, sample.args, sample.kwargs),
+                   (reference.input, reference.args, reference.kwargs)), (name, index)
 
 
 @pytest.mark.parametrize("name, sample", _collect("reference_inputs", torch.float64))
 def test_reference_inputs_match_torch(name, sample):
+  # The float64 sample inputs among them (see the test above).
   _check_sample(name, sample)
 
 
-@pytest.mark.parametrize("name, sample", _collect("sample_inputs", torch.float32))
+# All but the first three ops (tests.oracle.LOSSES), whose float32 runs are
+# tests/test_parity_torch.py's: every p, weight and reduction, with ties and
+# special values.
+@pytest.mark.parametrize("name, sample", [
+    case for case in _collect("sample_inputs", torch.float32) if case.values[0] not in LOSSES])
 def test_float32_sample_inputs_match_torch(name, sample):
   _check_sample(name, sample)
 
@@ -111,7 +185,12 @@ def test_error_inputs_raise(name, error):
 
 
 # The ops that came after the first three (whose jit parity is in
-# tests/test_parity_torch.py): their OpInfo samples also run under jax.jit.
+# tests/test_parity_torch.py): their OpInfo samples also run under jax.jit,
+# but for those with reduction 'mean' or 'sum'. The reduction is a static
+# argument of the jitted kernel that the eager call runs too, so jit adds
+# tracing, which a sample's per-element losses ('none') or its default
+# reduction covers; its 'mean' and 'sum' repeat those samples with the eager
+# tests' reductions.
 LATER_OPS = sorted(set(OPS) - set(LOSSES))
 
 
@@ -119,7 +198,9 @@ def _later(cases):
   return [case for case in cases if case.values[0] in LATER_OPS]
 
 
-@pytest.mark.parametrize("name, sample", _later(_collect("sample_inputs", torch.float64)))
+@pytest.mark.parametrize("name, sample", [
+    case for case in _later(_collect("sample_inputs", torch.float64))
+    if case.values[1].kwargs.get("reduction") not in ("mean", "sum")])
 def test_sample_inputs_match_torch_under_jit(name, sample):
   x = _numpy(sample.input)
   args = [_numpy(a) for a in sample.args]

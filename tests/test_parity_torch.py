@@ -15,13 +15,46 @@ import jaxmargin
 from tests.oracle import assert_matches_torch, jax_value_and_grad, torch_value_and_grad
 
 REDUCTIONS = ("none", "mean", "sum")
-# Every case eager in both dtypes and jitted in float64. The eager call runs the
-# same jitted kernel, so jit adds tracing (no concrete values), which one dtype
-# covers; a jitted float32 run would repeat the eager one's numbers.
-DTYPE_MODES = ((np.float32, False), (np.float64, False), (np.float64, True))
-DTYPE_MODE_IDS = ("float32-eager", "float64-eager", "float64-jit")
 SHAPES = ((), (6,), (1, 5), (7, 4), (3, 1))
 KINDS = ("normal", "grid", "special")
+BASE_SHAPE = (7, 4)
+# Every case checks every kind of scores (and, for multi_margin_loss, weighted
+# and unweighted), and each case is its own compilation, so the cases vary one
+# factor at a time rather than crossing shape x reduction x dtype x jit:
+# - every shape per sample (reduction='none': the output's shape, and each
+#   row's gradient under a non-uniform cotangent) in eager float64. A shape
+#   changes the validation and the output's shape, static code that is the
+#   same in float32 and under jit;
+# - every reduction in eager float32 at BASE_SHAPE. A reduction is applied to
+#   the per-sample losses after the kernel, whatever the shape, in the compute
+#   dtype, where float32 rounds as float64 does not;
+# - jitted in float64, per sample at BASE_SHAPE. The eager call runs the same
+#   jitted kernel, with the reduction as a static argument, so jit adds tracing
+#   (no concrete values), which one dtype and one reduction cover; a jitted
+#   float32 run would repeat the eager one's numbers.
+# Eager float64 'mean' and 'sum' of random scores are tests/test_opinfo.py's:
+# torch's reference inputs of the two hinge losses cross every reduction with
+# every rank (0-D, 1-D with either target shape, 2-D), and multi_margin_loss's
+# also with every p, margin and weight. Here they are kept for what those lack:
+# C = 1 rows of the hinge losses (tests/test_numerics.py counts on them) and the
+# soft margin loss, whose OpInfo inputs have the default reduction only (a full
+# and an empty batch).
+
+
+def one_factor_cases(shapes, eager_float64_reductions):
+  """``(shape, reduction, dtype, jit)`` params: see the comment above."""
+  cases = [(shape, "none", np.float64, False, "float64-eager") for shape in shapes]
+  cases += [(shape, reduction, np.float64, False, "float64-eager")
+            for shape in eager_float64_reductions for reduction in ("mean", "sum")]
+  cases += [(BASE_SHAPE, reduction, np.float32, False, "float32-eager")
+            for reduction in REDUCTIONS]
+  cases += [(BASE_SHAPE, "none", np.float64, True, "float64-jit")]
+  return [pytest.param(*case[:4], id=f"{case[1]}-{case[0]}-{case[4]}") for case in cases]
+
+
+HINGE_CASES = one_factor_cases(SHAPES, eager_float64_reductions=[(3, 1)])
+SOFT_CASES = one_factor_cases([(1,), (6,), (7, 4), (2, 3, 5), (0, 4), (4, 0)],
+                              eager_float64_reductions=[(7, 4), (0, 4)])
 
 
 def make_rng(*key):
@@ -54,9 +87,7 @@ def padded_labels(rng, num_rows, num_classes):
   return target
 
 
-@pytest.mark.parametrize("dtype, jit", DTYPE_MODES, ids=DTYPE_MODE_IDS)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape, reduction, dtype, jit", HINGE_CASES)
 def test_multilabel_margin_matches_torch(reduction, shape, dtype, jit):
   rng = make_rng(reduction, shape)
   num_classes = shape[-1] if shape else 1
@@ -67,9 +98,7 @@ def test_multilabel_margin_matches_torch(reduction, shape, dtype, jit):
     assert_matches_torch("multilabel_margin_loss", x, target, reduction=reduction, jit=jit)
 
 
-@pytest.mark.parametrize("dtype, jit", DTYPE_MODES, ids=DTYPE_MODE_IDS)
-@pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape, reduction, dtype, jit", HINGE_CASES)
 @pytest.mark.parametrize("p", [1, 2])
 def test_multi_margin_matches_torch(p, reduction, shape, dtype, jit):
   rng = make_rng(p, reduction, shape)
@@ -85,9 +114,7 @@ def test_multi_margin_matches_torch(p, reduction, shape, dtype, jit):
                          reduction=reduction, jit=jit)
 
 
-@pytest.mark.parametrize("dtype, jit", DTYPE_MODES, ids=DTYPE_MODE_IDS)
-@pytest.mark.parametrize("shape", [(1,), (6,), (7, 4), (2, 3, 5), (0, 4), (4, 0)], ids=str)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape, reduction, dtype, jit", SOFT_CASES)
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 def test_multilabel_soft_margin_matches_torch(weighted, reduction, shape, dtype, jit):
   rng = make_rng(weighted, reduction, shape)

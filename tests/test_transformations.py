@@ -116,30 +116,39 @@ def finite_difference_jacobian(g, x, eps=1e-6):
   return np.stack(columns, axis=1)
 
 
-# --- jit, vmap ---------------------------------------------------------------
+# --- vmap ----------------------------------------------------------------------
+# Where a test compiles several transformations of a loss on inputs of the same
+# shapes, it compiles them as one program: XLA compiles those together in about
+# the time of one (the multilabel margin loss's program takes seconds), each
+# still on its own inputs and held to its own untransformed reference.
+
+IN_AXES = {"both-0": (0, 0), "both-1": (1, 1), "scores-only": (0, None),
+           "targets-only": (None, 0)}
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
-def test_jit_equals_eager(case):
-  x, t = case.draw(np.random.default_rng(0))
-  close(jax.jit(case.per_example)(x, t), case.per_example(x, t))
-
-
-@pytest.mark.parametrize("in_axes", [(0, 0), (1, 1), (0, None), (None, 0)],
-                         ids=["both-0", "both-1", "scores-only", "targets-only"])
-@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
-def test_vmap_with_in_axes_equals_a_loop(case, in_axes):
+def test_vmap_with_every_in_axes_equals_a_loop(case):
+  # Every in_axes under one jit, and (0, 0) also eagerly: each jitted kernel's
+  # batched program, and the value checks bound outside jit.
   rng = np.random.default_rng(1)
   problems = [case.draw(rng) for _ in range(4)]
-  xs = jnp.stack([p[0] for p in problems], axis=in_axes[0] or 0)
-  ts = jnp.stack([p[1] for p in problems], axis=in_axes[1] or 0)
-  args = (xs if in_axes[0] is not None else problems[0][0],
-          ts if in_axes[1] is not None else problems[0][1])
-  got = jax.vmap(case.per_example, in_axes=in_axes)(*args)
-  for i in range(len(problems)):
-    x = problems[i][0] if in_axes[0] is not None else problems[0][0]
-    t = problems[i][1] if in_axes[1] is not None else problems[0][1]
-    close(got[i], case.per_example(x, t))
+  args = {}
+  for name, in_axes in IN_AXES.items():
+    xs = jnp.stack([p[0] for p in problems], axis=in_axes[0] or 0)
+    ts = jnp.stack([p[1] for p in problems], axis=in_axes[1] or 0)
+    args[name] = (xs if in_axes[0] is not None else problems[0][0],
+                  ts if in_axes[1] is not None else problems[0][1])
+  vmapped = jax.jit(lambda args: {
+      name: jax.vmap(case.per_example, in_axes=in_axes)(*args[name])
+      for name, in_axes in IN_AXES.items()})(args)
+  vmapped["both-0 eager"] = jax.vmap(case.per_example)(*args["both-0"])
+  for name, got in vmapped.items():
+    in_axes = IN_AXES[name.removesuffix(" eager")]
+    for i in range(len(problems)):
+      x = problems[i][0] if in_axes[0] is not None else problems[0][0]
+      t = problems[i][1] if in_axes[1] is not None else problems[0][1]
+      np.testing.assert_allclose(np.asarray(got[i]), np.asarray(case.per_example(x, t)),
+                                 rtol=RTOL, atol=1e-14, err_msg=name)
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
@@ -154,53 +163,65 @@ def test_nested_vmap_of_value_and_grad_under_jit_equals_a_loop(case):
       close(grads[i, j], grad)
 
 
-# --- reverse mode --------------------------------------------------------------
+# --- jit and reverse mode --------------------------------------------------------
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
-def test_grad_and_value_and_grad_match_finite_differences(case):
-  x, t = case.draw(np.random.default_rng(3))
-  value, grad = jax.jit(jax.value_and_grad(case.mean))(x, t)
-  close(value, case.mean(x, t))
-  close(jax.grad(case.mean)(x, t), grad)
-  np.testing.assert_allclose(grad, finite_difference_gradient(lambda x: case.mean(x, t), x),
+def test_jit_of_reverse_mode_equals_eager_and_finite_differences(case):
+  # One jitted program, each part on its own inputs: the per-example loss,
+  # value_and_grad, jacrev, grad of grad (reverse over reverse), and
+  # value_and_grad of a checkpointed loss. (jax.checkpoint's default policy is
+  # nothing_saveable: its partial evaluation takes `policy or
+  # nothing_saveable`, so that policy passed explicitly is the same program.)
+  x0, t0 = case.draw(np.random.default_rng(0))
+  x3, t3 = case.draw(np.random.default_rng(3))
+  x4, t4 = case.draw(np.random.default_rng(4))
+  x5, t5 = case.draw(np.random.default_rng(5))
+  direction = jnp.asarray(np.random.default_rng(6).normal(size=x5.shape))
+  x7, t7 = case.draw(np.random.default_rng(7))
+
+  def directional_grad(x):
+    return jnp.vdot(jax.grad(case.mean)(x, t5), direction)
+
+  def transformed(x0, t0, x3, t3, x4, t4, x5, x7, t7):
+    return dict(
+        per_example=case.per_example(x0, t0),
+        value_and_grad=jax.value_and_grad(case.mean)(x3, t3),
+        jacobian=jax.jacrev(case.per_example)(x4, t4),  # (N, N, C)
+        hessian_direction=jax.grad(directional_grad)(x5),
+        checkpointed=jax.value_and_grad(jax.checkpoint(case.mean))(x7, t7),
+    )
+
+  got = jax.jit(transformed)(x0, t0, x3, t3, x4, t4, x5, x7, t7)
+
+  # jit equals eager.
+  close(got["per_example"], case.per_example(x0, t0))
+
+  # value_and_grad and grad: the eager value and gradient, and finite differences.
+  value, grad = got["value_and_grad"]
+  close(value, case.mean(x3, t3))
+  close(jax.grad(case.mean)(x3, t3), grad)
+  np.testing.assert_allclose(grad, finite_difference_gradient(lambda x: case.mean(x, t3), x3),
                              rtol=1e-6, atol=1e-9)
 
-
-@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
-def test_jacrev_rows_are_the_per_example_gradients(case):
-  x, t = case.draw(np.random.default_rng(4))
-  jacobian = jax.jit(jax.jacrev(case.per_example))(x, t)  # (N, N, C)
+  # jacrev: its rows are the per-example gradients.
+  jacobian = got["jacobian"]
   assert jacobian.shape == (NUM_ROWS, NUM_ROWS, NUM_CLASSES)
   for n in range(NUM_ROWS):
-    row_grad = jax.grad(lambda x: case.per_example(x, t)[n])(x)
+    row_grad = jax.grad(lambda x: case.per_example(x, t4)[n])(x4)
     close(jacobian[n], row_grad)
     # Example n depends on row n only.
     assert not np.any(np.delete(np.asarray(jacobian[n]), n, axis=0))
 
-
-@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
-def test_grad_of_grad_matches_finite_differences_of_the_gradient(case):
-  x, t = case.draw(np.random.default_rng(5))
-  direction = jnp.asarray(np.random.default_rng(6).normal(size=x.shape))
-
-  def directional_grad(x):
-    return jnp.vdot(jax.grad(case.mean)(x, t), direction)
-
-  hessian_direction = jax.jit(jax.grad(directional_grad))(x)  # reverse over reverse
-  np.testing.assert_allclose(hessian_direction,
-                             finite_difference_gradient(directional_grad, x),
+  # grad of grad: finite differences of the gradient.
+  np.testing.assert_allclose(got["hessian_direction"],
+                             finite_difference_gradient(directional_grad, x5),
                              rtol=1e-5, atol=1e-8)
 
-
-@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
-def test_checkpoint_gives_the_same_value_and_gradient(case):
-  x, t = case.draw(np.random.default_rng(7))
-  plain = jax.value_and_grad(case.mean)(x, t)
-  for policy in (None, jax.checkpoint_policies.nothing_saveable):
-    remat = jax.jit(jax.value_and_grad(jax.checkpoint(case.mean, policy=policy)))(x, t)
-    close(remat[0], plain[0])
-    close(remat[1], plain[1])
+  # checkpoint: the same value and gradient.
+  plain = jax.value_and_grad(case.mean)(x7, t7)
+  close(got["checkpointed"][0], plain[0])
+  close(got["checkpointed"][1], plain[1])
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
@@ -224,8 +245,11 @@ def test_scan_over_a_training_loop_equals_a_python_loop(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.bfloat16])
 def test_eval_shape_matches_the_computed_shape_and_dtype(case, dtype):
+  # A floating input is computed in its own dtype, a half one in float32 and
+  # cast back. float32 takes float64's code (and float64's eager results are
+  # this file's references, compiled once).
   x, t = case.draw(np.random.default_rng(9))
   x = x.astype(dtype)
   f = jax.value_and_grad(case.mean)
@@ -242,16 +266,29 @@ def test_eval_shape_matches_the_computed_shape_and_dtype(case, dtype):
 
 @pytest.mark.parametrize("case", SMOOTH, ids=ids(SMOOTH))
 def test_soft_margin_forward_mode_agrees_with_reverse_mode(case):
+  # One jitted program (these losses hold no value checks, the one thing jit
+  # changes in the functions' own code): jvp, and forward mode against reverse
+  # mode for the Jacobian and the Hessian.
   x, t = case.draw(np.random.default_rng(10))
   tangent = jnp.asarray(np.random.default_rng(11).normal(size=x.shape))
-  value, directional = jax.jit(lambda x, dx: jax.jvp(lambda x: case.mean(x, t), (x,), (dx,)))(
-      x, tangent)
+  flat = lambda v: case.mean(v.reshape(x.shape), t)  # noqa: E731
+
+  def transformed(x, dx):
+    return dict(
+        jvp=jax.jvp(lambda x: case.mean(x, t), (x,), (dx,)),
+        jacfwd=jax.jacfwd(case.per_example)(x, t),
+        jacrev=jax.jacrev(case.per_example)(x, t),
+        hessian=jax.hessian(flat)(x.reshape(-1)),
+        reverse_over_reverse=jax.jacrev(jax.jacrev(flat))(x.reshape(-1)),
+    )
+
+  got = jax.jit(transformed)(x, tangent)
+  value, directional = got["jvp"]
   close(value, case.mean(x, t))
   close(directional, jnp.vdot(jax.grad(case.mean)(x, t), tangent))
-  close(jax.jacfwd(case.per_example)(x, t), jax.jacrev(case.per_example)(x, t))
-  flat = lambda v: case.mean(v.reshape(x.shape), t)  # noqa: E731
-  hessian = jax.hessian(flat)(x.reshape(-1))
-  close(hessian, jax.jacrev(jax.jacrev(flat))(x.reshape(-1)))
+  close(got["jacfwd"], got["jacrev"])
+  hessian = got["hessian"]
+  close(hessian, got["reverse_over_reverse"])
   # Soft margin: sigma'(x) w / (N C) on the diagonal, zero elsewhere.
   assert not np.any(hessian - np.diag(np.diag(hessian)))
 
@@ -273,10 +310,12 @@ def test_hinge_losses_allow_forward_over_reverse_hessians(case):
   # Forward mode over the (reverse-mode) gradient works: the backward rule is
   # plain jax.numpy. p=1 and multilabel losses are piecewise linear (zero
   # Hessian), p=2 is piecewise quadratic.
+  # Both Hessians, forward over reverse and reverse over reverse, in one jitted program.
   x, t = case.draw(np.random.default_rng(13))
   flat = lambda v: case.mean(v.reshape(x.shape), t)  # noqa: E731
-  hessian = jax.jit(jax.hessian(flat))(x.reshape(-1))
-  close(hessian, jax.jacrev(jax.jacrev(flat))(x.reshape(-1)))
+  hessian, reverse_over_reverse = jax.jit(
+      lambda v: (jax.hessian(flat)(v), jax.jacrev(jax.jacrev(flat))(v)))(x.reshape(-1))
+  close(hessian, reverse_over_reverse)
   expected = finite_difference_jacobian(jax.grad(flat), x.reshape(-1))
   np.testing.assert_allclose(hessian, expected, rtol=1e-5, atol=1e-8)
 
