@@ -16,9 +16,9 @@ loss bit for bit. The fused losses' options are in
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import runpy
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -137,6 +137,18 @@ def assert_close(actual, expected, rtol):
 # --- the core, each method ------------------------------------------------------
 
 
+@functools.cache
+def _core_value_and_grads(method):
+  """The weighted core's value and VJP: one program a method, the target an argument."""
+  @jax.jit
+  def run(x, w, m, target, cotangent):
+    value, vjp = jax.vjp(
+        lambda x, w, m: multilabel_margin_per_sample(x, target, m, method, label_weights=w),
+        x, w, m)
+    return (value, *vjp(cotangent))
+  return run
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method", METHODS)
 def test_core_label_weights_match_pair_loops_with_duplicates(method, kind):
@@ -147,15 +159,11 @@ def test_core_label_weights_match_pair_loops_with_duplicates(method, kind):
   weights = rng.uniform(0.2, 2.5, size=(num_rows, num_classes))
   cotangent = 1.0 + np.arange(num_rows) % 3
   margin = 0.8
-
-  def loss(x, w, m):
-    return multilabel_margin_per_sample(x, jnp.asarray(target), m, method, label_weights=w)
-
-  value, vjp = jax.vjp(jax.jit(loss), jnp.asarray(x), jnp.asarray(weights), jnp.float64(margin))
-  grad_x, grad_w, grad_m = vjp(jnp.asarray(cotangent))
+  got = _core_value_and_grads(method)(jnp.asarray(x), jnp.asarray(weights), jnp.float64(margin),
+                                      jnp.asarray(target), jnp.asarray(cotangent))
   want = pair_loops(x, lists, margin, weights, cotangent=cotangent)
-  for got, expected in zip((value, grad_x, grad_w, grad_m), want, strict=True):
-    assert_close(got, expected, 1e-9)
+  for a, expected in zip(got, want, strict=True):
+    assert_close(a, expected, 1e-9)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -173,10 +181,9 @@ def test_core_weights_of_one_give_the_unweighted_loss_bit_for_bit(method):
     def ones(x, m, target=target):
       return multilabel_margin_per_sample(x, target, m, method, label_weights=jnp.ones_like(x))
 
-    for fn in (plain, ones):
-      assert jax.jit(fn)(x, margin).dtype == dtype
     want = jax.vjp(plain, x, margin)
     got = jax.vjp(ones, x, margin)
+    assert got[0].dtype == want[0].dtype == dtype
     np.testing.assert_array_equal(got[0], want[0])
     cotangent = jnp.asarray(1.0 + np.arange(7) % 3, dtype)
     for a, b in zip(got[1](cotangent), want[1](cotangent), strict=True):
@@ -191,17 +198,26 @@ def public(x, hot, weights=None, k=None, where=None, margin=1.0):
                                        hard_negatives=k, where=where)
 
 
+@functools.cache
+def _jitted_public(k):
+  """The public loss under ``jit``, the labels and mask arguments: one program an option
+  (and shape) for every data set, where a jit of each test's own closure compiles its own."""
+  return jax.jit(lambda x, m, w, hot, where: public(x, hot, w, k, where, m))
+
+
 def check_public(x, hot, weights, k, where, margin, rtol, jit):
   cotangent = 1.0 + np.arange(x.shape[0]) % 3
   args = [jnp.asarray(x), jnp.asarray(margin, x.dtype)]
   if weights is not None:
     args.append(jnp.asarray(weights, x.dtype))
+  hot, where = jnp.asarray(hot), None if where is None else jnp.asarray(where)
 
   def loss(x, m, w=None):
-    return public(x, jnp.asarray(hot), w, k, None if where is None else jnp.asarray(where), m)
+    if jit:
+      return _jitted_public(k)(x, m, w, hot, where)
+    return public(x, hot, w, k, where, m)
 
-  fn = jax.jit(loss) if jit else loss
-  value, vjp = jax.vjp(fn, *args)
+  value, vjp = jax.vjp(loss, *args)
   grads = vjp(jnp.asarray(cotangent, x.dtype))
   per_class = None if weights is None else np.broadcast_to(weights, x.shape)
   want_value, want_x, want_w, want_m = pair_loops(x, lists_of_hot(hot), margin, per_class, k,
@@ -215,12 +231,17 @@ def check_public(x, hot, weights, k, where, margin, rtol, jit):
 
 
 OPTIONS = [(False, 1), (False, 3), (False, 8), (True, None), (True, 1), (True, 3), (True, 8)]
+# Every option under jit; eager (the public function's checks on concrete
+# arrays, its kernel the same jitted program) with and without weights, with
+# and without k, not again for each k.
+CASES = [(True, *option) for option in OPTIONS]
+CASES += [(False, *option) for option in ((False, 1), (True, None), (True, 3))]
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("weighted, k", OPTIONS, ids=[f"weighted={w}-k={k}" for w, k in OPTIONS])
-def test_public_options_match_pair_loops(weighted, k, kind, jit):
+@pytest.mark.parametrize("jit, weighted, k", CASES,
+                         ids=[f"{('eager', 'jit')[j]}-weighted={w}-k={k}" for j, w, k in CASES])
+def test_public_options_match_pair_loops(jit, weighted, k, kind):
   rng = np.random.default_rng([len(kind), k or 0, weighted])
   x = scores(rng, (8, 12), kind)
   hot = multi_hot(rng, 8, 12, 5)
@@ -240,7 +261,8 @@ def test_public_options_with_where_match_pair_loops(k):
   check_public(x, hot, rng.uniform(0.5, 2.0, 10), k, where, 1.1, 1e-9, jit=True)
 
 
-@pytest.mark.parametrize("k", [None, 1, 4])
+# Without and with hard negatives (k = 4 took the path of k = 1 again).
+@pytest.mark.parametrize("k", [None, 1])
 def test_float32_matches_the_float64_pair_loops(k):
   rng = np.random.default_rng(5)
   x = scores(rng, (6, 9), "normal", np.float32)
@@ -269,8 +291,12 @@ def test_nan_negatives_take_their_place_and_add_nothing():
   np.testing.assert_array_equal(grad[0], [-0.25, 0.0, 0.25, 0.0])
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, jnp.bfloat16])
+# Each dtype once and both modes (the public function jits its kernel: eager
+# and under an outer jit it is one program); test_public_options_match_pair_loops
+# runs every option both ways.
+@pytest.mark.parametrize("dtype, jit", [(np.float64, False), (np.float32, True),
+                                        (jnp.bfloat16, True)],
+                         ids=["float64-eager", "float32-jit", "bfloat16-jit"])
 def test_degenerate_options_give_the_plain_loss_exactly(dtype, jit):
   rng = np.random.default_rng(8)
   num_classes = 10
@@ -286,8 +312,8 @@ def test_degenerate_options_give_the_plain_loss_exactly(dtype, jit):
     return (value, *vjp(jnp.ones_like(value)))
 
   want = run()
-  for options in ({"class_weights": jnp.ones(num_classes)},
-                  {"hard_negatives": num_classes}, {"hard_negatives": num_classes + 5},
+  # k = C and k > C take the same branch: k > C alone, k = C with the weights.
+  for options in ({"class_weights": jnp.ones(num_classes)}, {"hard_negatives": num_classes + 5},
                   {"class_weights": jnp.ones(num_classes), "hard_negatives": num_classes}):
     for got, expected in zip(run(**options), want, strict=True):
       assert got.dtype == expected.dtype
@@ -310,8 +336,9 @@ def test_options_under_vmap_equal_the_batched_call():
   def total(x, w):
     return jnp.sum(jax.vmap(loss)(x, hot, w) ** 2)
   got = jax.jit(jax.grad(total, argnums=(0, 1)))(x, weights)
-  want = [jax.grad(lambda x, w, h: jnp.sum(loss(x, h, w) ** 2), argnums=(0, 1))(x_b, w_b, hot_b)
-          for x_b, hot_b, w_b in zip(x, hot, weights, strict=True)]
+  # Each batch element its own call: one jitted program for the three.
+  single = jax.jit(jax.grad(lambda x, w, h: jnp.sum(loss(x, h, w) ** 2), argnums=(0, 1)))
+  want = [single(x_b, w_b, hot_b) for x_b, hot_b, w_b in zip(x, hot, weights, strict=True)]
   for i in range(2):
     assert_close(got[i], np.stack([g[i] for g in want]), 1e-12)
 
@@ -474,7 +501,12 @@ def test_compiled_value_and_grad_at_30000_classes_fits_24_nc_floats():
 
 def test_hard_negatives_figure_script_draws_the_figure(tmp_path, monkeypatch):
   script = pathlib.Path(__file__).resolve().parents[1] / "docs" / "figures"
+  # Loaded as the examples are (tests/test_training_examples.py), main run below.
+  namespace = runpy.run_path(str(script / "make_hard_negatives_curve.py"), run_name="not_main")
+  # Its first and last k (every negative, the right panel's divisor): each k
+  # compiles the loss anew, and the eight between take the same path.
+  ks = namespace["KS"]
+  monkeypatch.setitem(namespace["draw"].__globals__, "KS", (ks[0], ks[-1]))
   out = tmp_path / "hard.png"
-  monkeypatch.setattr(sys, "argv", ["make_hard_negatives_curve.py", "--out", str(out)])
-  runpy.run_path(str(script / "make_hard_negatives_curve.py"), run_name="__main__")
+  namespace["main"](["--out", str(out)])
   assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -114,16 +114,17 @@ def assert_close(actual, expected, rtol=1e-9):
   np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
 
 
-def assert_value_and_grads_equal(name, reduction, chunk_size, args, jit=False, rtol=1e-9):
+def assert_value_and_grads_equal(name, reduction, chunk_size, args, jit=False, rtol=1e-9,
+                                 jit_reference=False, scalar_primal=True):
+  """The fused loss's value and VJP (under ``jit`` if asked) against the unfused loss's.
+
+  ``jit_reference``: the unfused loss's under ``jit`` too, one program where
+  eager runs compile each of its operations for shapes and dtypes of their own.
+  ``scalar_primal``: for "mean" and "sum", also the value of the loss not
+  differentiated (a sweep for values only, then the reduction).
+  """
   fused, unfused, _ = LOSSES[name]
   h, w, b, hyper, y, lists = args
-  cotangent = 1.0 + jnp.arange(h.shape[0]) % 3        # uneven, so row scaling shows
-
-  def objective(f):
-    def loss(h, w, b, hyper):
-      out = f(h, w, b, hyper)
-      return jnp.sum(cotangent * out) if reduction == "none" else 1.7 * out
-    return loss
 
   def fused_f(h, w, b, hyper):
     return fused(h, w, b, hyper, y, lists, reduction=reduction, chunk_size=chunk_size)
@@ -131,34 +132,54 @@ def assert_value_and_grads_equal(name, reduction, chunk_size, args, jit=False, r
   def unfused_f(h, w, b, hyper):
     return REDUCE[reduction](unfused(h, w, b, hyper, y, lists))
 
-  grad = jax.value_and_grad(objective(fused_f), argnums=(0, 1, 2, 3))
-  if jit:
-    grad = jax.jit(grad)
-  value, grads = grad(h, w, b, hyper)
-  want_value, want_grads = jax.value_and_grad(objective(unfused_f), argnums=(0, 1, 2, 3))(
-      h, w, b, hyper)
-  assert_close(fused_f(h, w, b, hyper), unfused_f(h, w, b, hyper), rtol)
+  def value_and_grads(f):
+    def run(h, w, b, hyper):
+      value, vjp = jax.vjp(f, h, w, b, hyper)
+      # Uneven over the rows ("none": each row's value is compared too), so
+      # that row scaling shows.
+      cotangent = (1.0 + jnp.arange(h.shape[0]) % 3) if reduction == "none" else 1.7
+      return value, vjp(jnp.broadcast_to(cotangent, value.shape).astype(value.dtype))
+    return run
+
+  run = jax.jit(value_and_grads(fused_f)) if jit else value_and_grads(fused_f)
+  value, grads = run(h, w, b, hyper)
+  reference = jax.jit(value_and_grads(unfused_f)) if jit_reference else value_and_grads(unfused_f)
+  want_value, want_grads = reference(h, w, b, hyper)
   assert_close(value, want_value, rtol)
-  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+  for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
     assert_close(got, want, rtol)
+  if reduction != "none" and scalar_primal:
+    # A scalar loss not differentiated sweeps the classes for values only.
+    assert_close(fused_f(h, w, b, hyper), want_value, rtol)
 
 
-@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-@pytest.mark.parametrize("chunk_size", [None, 7])   # one chunk of C, and a ragged tail
-@pytest.mark.parametrize("name", LOSSES)
+# Every loss per row with chunks that do not divide C (a ragged tail), whose
+# per-row values and uneven cotangent check each row and both sweeps (values,
+# then gradients); "mean" with the default chunk (one chunk of C), and "sum"
+# once each method of the multi-label rule: the two share one scalar mode
+# (the same for every rule: it scales the rows by 1/N, or 1), which sweeps
+# values and gradients together. Its value without gradients (the reduction of
+# the sweep for values only, which "none" checks for each rule) once a
+# reduction and method.
+CASES = [(name, 7, "none") for name in LOSSES] + [(name, None, "mean") for name in LOSSES]
+CASES += [(name, 7, "sum") for name in ("mlm-compare", "mlm-search")]
+
+
+@pytest.mark.parametrize("name, chunk_size, reduction", CASES)
 def test_value_and_gradients_equal_the_unfused_loss(name, chunk_size, reduction):
   h, w, b, lists, y = problem(1)
   assert_value_and_grads_equal(name, reduction, chunk_size,
-                               (h, w, b, LOSSES[name][2](), y, lists))
+                               (h, w, b, LOSSES[name][2](), y, lists),
+                               scalar_primal=name.startswith("mlm"))
 
 
-@pytest.mark.parametrize("reduction", ["none", "mean"])
+# Reduction "none" runs each rule in both sweeps; the scalar mode adds no rule.
 @pytest.mark.parametrize("name", LOSSES)
-def test_exact_ties_at_the_kink_and_one_class_chunks_under_jit(name, reduction):
+def test_exact_ties_at_the_kink_and_one_class_chunks_under_jit(name):
   h, w, b, lists, y = problem(2, ties=True)
   hyper = LOSSES[name][2]()
   hyper = (jnp.float64(1.0),) + hyper[1:] if name.startswith(("mlm", "mm")) else hyper
-  assert_value_and_grads_equal(name, reduction, 1, (h, w, b, hyper, y, lists), jit=True)
+  assert_value_and_grads_equal(name, "none", 1, (h, w, b, hyper, y, lists), jit=True)
 
 
 @pytest.mark.parametrize("name", LOSSES)
@@ -168,15 +189,20 @@ def test_nan_and_inf_scores_as_the_unfused_loss(name):
   hyper = LOSSES[name][2]()
   fused, unfused, _ = LOSSES[name]
   b = b.at[4].set(jnp.nan).at[20].set(-jnp.inf)
+  # Per row (the scalar losses reduce these same rows), from the forward pass
+  # of the VJP that assert_value_and_grads_equal takes: one program for both.
   for bias in (b, b.at[11].set(jnp.inf)):
-    for reduction in ("none", "mean"):
-      assert_close(fused(h, w, bias, hyper, y, lists, reduction=reduction, chunk_size=8),
-                   REDUCE[reduction](unfused(h, w, bias, hyper, y, lists)))
+    value, _ = jax.vjp(
+        lambda h, w, b, hyper: fused(h, w, b, hyper, y, lists, reduction="none", chunk_size=8),
+        h, w, bias, hyper)
+    assert_close(value, unfused(h, w, bias, hyper, y, lists))
   # The gradients of the rows whose loss is finite (the soft loss sums every
-  # class, and a NaN or infinite score makes every row NaN there).
+  # class, and a NaN or infinite score makes every row NaN there), repeated
+  # to N rows: the shapes above.
   b = b.at[4].set(0.0).at[20].set(0.0) if name.startswith("soft") else b
   rows = np.flatnonzero(np.isfinite(unfused(h, w, b, hyper, y, lists)))
   assert len(rows) >= 2
+  rows = np.resize(rows, N)
   assert_value_and_grads_equal(name, "none", 8, (h[rows], w, b, hyper, y[rows], lists[rows]))
 
 
@@ -208,13 +234,15 @@ def test_torch_linear_then_loss_agrees():
   assert_close(grads[1], jnp.asarray(wt.grad.numpy()))
 
 
-# The switch of the platform the tests run on.
+# The switch of the platform the tests run on. Chunks of 40 divide C = 200:
+# one copy in the program of the chunk body (with K compares at K = 128),
+# not two (no ragged tail, which the other tests cover).
 @pytest.mark.parametrize("slots", [FUSED_COMPARE_MAX_SLOTS[trace_platform()],
                                    FUSED_COMPARE_MAX_SLOTS[trace_platform()] + 1])
 def test_auto_method_on_either_side_of_the_switch(slots):
   h, w, b, lists, y = problem(6, num_classes=200, slots=slots)
   got = jax.value_and_grad(linear.multilabel_margin_loss, argnums=(0, 1))(
-      h, w, lists, bias=b, reduction="sum", chunk_size=16)
+      h, w, lists, bias=b, reduction="sum", chunk_size=40)
   want = jax.value_and_grad(
       lambda h, w: jnp.sum(_mlm_unfused(h, w, b, (1.0,), None, lists)), argnums=(0, 1))(h, w)
   for a, e in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
@@ -253,7 +281,8 @@ def test_float32_matches_the_unfused_loss():
     hyper = hyper[:1] + (_weights(100).astype(jnp.float32),) if len(hyper) == 2 else hyper
     if name == "soft-weighted":
       hyper = (_weights(100).astype(jnp.float32),)
-    assert_value_and_grads_equal(name, "mean", 32, (h, w, b, hyper, y, lists), rtol=1e-5)
+    assert_value_and_grads_equal(name, "mean", 32, (h, w, b, hyper, y, lists), rtol=1e-5,
+                                 jit_reference=True)
 
 
 def test_half_precision_inputs_are_computed_in_float32():
@@ -384,8 +413,10 @@ def with_padding(seed, w, b, hyper):
   return w, b, hyper
 
 
-@pytest.mark.parametrize("reduction", ["none", "mean"])
-@pytest.mark.parametrize("name", ["mlm-compare", "mlm-search", "mm-p2-weighted", "soft-weighted"])
+# Each rule per row (both sweeps), and the scalar mode (its divisor) once.
+@pytest.mark.parametrize("name, reduction", [
+    ("mlm-compare", "none"), ("mlm-search", "none"), ("mm-p2-weighted", "none"),
+    ("soft-weighted", "none"), ("mlm-search", "mean")])
 def test_padding_columns_are_left_out_of_value_and_gradients(name, reduction):
   fused = LOSSES[name][0]
   h, w, b, lists, y = problem(17)

@@ -75,12 +75,23 @@ def value_and_grads(fn, args, weighted):
   return (value, *vjp(cotangent))
 
 
-OPTIONS = [(True, None), (False, 1), (False, 4), (True, 3), (True, 31)]
+# Every option with reduction="none", whose per-row values and non-uniform
+# cotangent check each row (and both sweeps: values, then gradients); the
+# scalar reductions once each per method, with class weights (whose rule keeps
+# extra sums when a sweep computes gradients, as the scalar ones' forward
+# sweep does), with and without hard negatives. The unweighted rule under
+# "mean" and "sum" is in tests/test_linear.py. k=1 and k=3 take k + K < C
+# classes from a chunked top-k (an unweighted k=4 took k=1's path again);
+# k=31 is k + K = C.
+OPTIONS = [(True, None), (False, 1), (True, 3), (True, 31)]
+CASES = [(method, weighted, k, "none") for method in ("compare", "search")
+         for weighted, k in OPTIONS]
+CASES += [(method, True, k, reduction) for method in ("compare", "search")
+          for k, reduction in ((3, "mean"), (None, "sum"))]
 
 
-@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-@pytest.mark.parametrize("weighted, k", OPTIONS, ids=[f"weighted={w}-k={k}" for w, k in OPTIONS])
-@pytest.mark.parametrize("method", ["compare", "search"])
+@pytest.mark.parametrize("method, weighted, k, reduction", CASES,
+                         ids=[f"{m}-weighted={w}-k={k}-{r}" for m, w, k, r in CASES])
 def test_fused_options_equal_the_unfused_loss(method, weighted, k, reduction):
   h, w, b, lists, cw = problem(sum(map(ord, method)) + (k or 0))
   margin = jnp.float64(0.8)
@@ -93,19 +104,21 @@ def test_fused_options_equal_the_unfused_loss(method, weighted, k, reduction):
     assert_close(a, e, 1e-9)
 
 
-@pytest.mark.parametrize("method", ["compare", "search"])
-def test_ties_at_the_kth_negative_and_chunks_that_split_them(method):
+# Each chunk size and each k once, each method at least once (every pairing
+# would compile 9 programs a method for no more coverage: the top-k that picks
+# the negatives, and splits the tied runs in chunks of 3, is the same for both
+# methods; each method's ties at the kink in chunks of one class are in
+# tests/test_linear.py).
+@pytest.mark.parametrize("method, chunk, k", [("compare", 3, 7), ("search", 16, 2),
+                                              ("compare", None, 1)])
+def test_ties_at_the_kth_negative_and_chunks_that_split_them(method, chunk, k):
   # Columns 10-19 repeat 0-9: each tie goes to the lower class, as lax.top_k's.
   h, w, b, lists, cw = problem(4, ties=True)
-  # Each chunk size and each k once (every pairing would compile 9 programs
-  # a method for no more coverage); chunks of 3 split the tied runs.
-  for chunk, k in ((3, 7), (16, 2), (None, 1)):
-    args = (h, w, b, jnp.float64(1.0), cw)
-    got = value_and_grads(lambda *a, c=chunk, k=k: fused(*a, lists, method, "none", c, k),
-                          args, True)
-    want = value_and_grads(lambda *a, k=k: unfused(*a, lists, "none", k), args, True)
-    for a, e in zip(got, want, strict=True):
-      assert_close(a, e, 1e-9)
+  args = (h, w, b, jnp.float64(1.0), cw)
+  got = value_and_grads(lambda *a: fused(*a, lists, method, "none", chunk, k), args, True)
+  want = value_and_grads(lambda *a: unfused(*a, lists, "none", k), args, True)
+  for a, e in zip(got, want, strict=True):
+    assert_close(a, e, 1e-9)
 
 
 @pytest.mark.parametrize("method", ["compare", "search"])
@@ -139,9 +152,14 @@ def test_duplicate_labels_and_padding_columns_match_the_pair_loops(method):
   assert_close(g_cw, np.pad(grad_w.sum(axis=0), (0, C - real)), 1e-9)
 
 
-@pytest.mark.parametrize("reduction", ["none", "mean"])
-@pytest.mark.parametrize("method", ["compare", "search"])
-def test_degenerate_options_give_the_plain_fused_loss(method, reduction):
+# Weights of 1: "none" runs each method's rule in both sweeps (values, then
+# gradients); "mean" adds the scalar mode, whose custom rule is the same for
+# both methods. k >= C is dropped before the rule and the mode are chosen:
+# checked in one of them.
+@pytest.mark.parametrize("method, reduction, with_k", [("compare", "none", True),
+                                                       ("search", "none", False),
+                                                       ("search", "mean", False)])
+def test_degenerate_options_give_the_plain_fused_loss(method, reduction, with_k):
   # k >= C skips the selection: the same program, bit for bit. Weights of 1
   # give the same numbers to the rounding of the sums, which XLA may fuse
   # (and order) differently in the weighted program.
@@ -154,13 +172,15 @@ def test_degenerate_options_give_the_plain_fused_loss(method, reduction):
     value, vjp = jax.vjp(jax.jit(loss), *args)
     return (value, *vjp(jnp.ones_like(value)))
 
-  want = run()
-  for options in ({"k": C}, {"k": C + 9}):
+  plain, weighted = run(), run(cw=jnp.ones(C))
+  for got, expected in zip(weighted, plain, strict=True):
+    assert_close(got, expected, 1e-15)
+  # k = C and k > C take the same branch: k > C without weights and k = C
+  # with them, each against the run without k, bit for bit.
+  k_runs = (({"k": C + 9}, plain), ({"cw": jnp.ones(C), "k": C}, weighted)) if with_k else ()
+  for options, want in k_runs:
     for got, expected in zip(run(**options), want, strict=True):
       np.testing.assert_array_equal(got, expected, err_msg=str(options))
-  for options in ({"cw": jnp.ones(C)}, {"cw": jnp.ones(C), "k": C}):
-    for got, expected in zip(run(**options), want, strict=True):
-      assert_close(got, expected, 1e-15)
 
 
 def test_public_function_jit_vmap_and_float32():
@@ -196,8 +216,8 @@ def test_errors_name_the_argument():
     linear.multilabel_margin_loss(h, w, lists, class_weights=cw[:36])
 
 
-@pytest.mark.parametrize("method", ["compare", "search"])
-def test_checkify_reports_bad_labels_and_good_ones_pass_every_check(method):
+def test_checkify_reports_bad_labels():
+  # The public function (method "auto", so "compare" for these K = 6 slots).
   h, w, b, lists, cw = problem(10)
   bad = lists.at[3, 0].set(C)
 
@@ -208,14 +228,24 @@ def test_checkify_reports_bad_labels_and_good_ones_pass_every_check(method):
   err, _ = checkify.checkify(jax.jit(jax.value_and_grad(step, argnums=(0, 1))))(h, w, bad)
   with pytest.raises(checkify.JaxRuntimeError, match=r"labels values must lie in \[-1, 36\]"):
     err.throw()
+
+
+@pytest.mark.parametrize("method", ["compare", "search"])
+def test_good_labels_pass_every_check_with_each_option(method):
   # No NaN made on the way (0 * inf at a slot without terms), no bad index:
   # a training step can run under checkify's every check, with each option.
-  for weights, k in ((None, None), (cw, None), (None, 2), (cw, 2)):
-    def loss(h, w, b, weights=weights, k=k):
-      return fused(h, w, b, jnp.float64(1), weights, lists, method, "mean", 5, k)
-    err, _ = checkify.checkify(jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))),
-                               errors=checkify.all_checks)(h, w, b)
-    assert err.get() is None, (weights is None, k, err.get())
+  # One program a method holds the plain loss, the weighted one and the one
+  # with hard negatives (their code is disjoint: one factor at a time covers
+  # it); checkify checks each operation, so any of them would fail it.
+  h, w, b, lists, cw = problem(10)
+
+  def loss(h, w, b):
+    return sum(fused(h, w, b, jnp.float64(1), weights, lists, method, "mean", 5, k)
+               for weights, k in ((None, None), (cw, None), (None, 2)))
+
+  err, _ = checkify.checkify(jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))),
+                             errors=checkify.all_checks)(h, w, b)
+  assert err.get() is None, err.get()
 
 
 @pytest.mark.parametrize("method", ["compare", "search"])
