@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -59,6 +61,9 @@ def _listed(rows, num_classes):
   return jnp.cumprod((rows >= 0) & (rows < num_classes), axis=1).astype(bool)
 
 
+# Jitted, as hot_to_padded below: called eagerly it would compile each of its
+# dozens of small ops on its own, seconds of compiling for one conversion.
+@functools.partial(jax.jit, static_argnums=(1, 2))
 def _lists_to_multi_hot(lists, num_classes, dtype):
   """``(..., C)`` multi-hot labels of ``(..., K)`` padded label lists."""
   rows = canonical_indices(_as_rows(lists), num_classes)
@@ -101,6 +106,7 @@ def multi_hot_to_padded(labels: jax.typing.ArrayLike) -> jax.Array:
   return v.check_multi_hot(fn, labels, hot_to_padded(labels))
 
 
+@jax.jit
 def hot_to_padded(labels: jax.Array) -> jax.Array:
   """:func:`multi_hot_to_padded` without the check of the values: nonzero is a label."""
   # astype, not != 0: a bool compared with an int is an int64 copy under x64.
