@@ -54,7 +54,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 import digits_data
-from jaxmargin import linear
+from jaxmargin import linear, losses
 
 # Next to the examples, wherever they are run from.
 DEFAULT_OUT = digits_data.DEFAULT_OUT
@@ -147,13 +147,9 @@ def label_counts(labels: np.ndarray, num_labels: int) -> np.ndarray:
 
 
 def inverse_propensities(train_counts: np.ndarray, num_train: int) -> np.ndarray:
-  """``1 / p_l`` of Jain et al. (2016) from each label's training count ``N_l``.
-
-  ``p_l = 1 / (1 + C * exp(-A * log(N_l + B)))`` with
-  ``C = (log N - 1) * (B + 1)**A``, ``N`` the number of training examples.
-  """
-  c = (np.log(num_train) - 1.0) * (PROPENSITY_B + 1.0)**PROPENSITY_A
-  return 1.0 + c * np.exp(-PROPENSITY_A * np.log(train_counts + PROPENSITY_B))
+  """``1 / p_l`` of every label from its training count: ``losses.inverse_propensity``."""
+  return np.asarray(losses.inverse_propensity(train_counts, num_train, a=PROPENSITY_A,
+                                              b=PROPENSITY_B))
 
 
 def ranking_metrics(top: np.ndarray, labels: np.ndarray,
