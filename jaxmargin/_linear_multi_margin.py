@@ -7,6 +7,7 @@ import functools
 import jax
 
 from jaxmargin import _fused
+from jaxmargin import _linear_validation as lv
 from jaxmargin import _validation as v
 from jaxmargin._deterministic import take
 from jaxmargin._linear_sweep import fused_loss, plan_of, with_checked_labels
@@ -35,7 +36,7 @@ def _multi_margin(
   fn = "multi_margin_loss"
   p = v.check_p(fn, p)
   v.check_reduction_name(fn, reduction)
-  h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
+  h, w, b, out_dtype = lv.classifier_inputs(fn, features, kernel, bias)
   num_rows = h.shape[0]
   plan, num_classes = plan_of(fn, chunk_size, num_rows, w.shape[1], class_axis_name, num_classes)
   y = v.as_index_array(fn, "labels", labels)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmargin import _fused
+from jaxmargin import _linear_validation as lv
 from jaxmargin import _validation as v
 from jaxmargin._deterministic import take
 from jaxmargin._hard_negatives import check_hard_negatives, fused_hard_negatives
@@ -45,10 +46,10 @@ def _multilabel_margin(
 ):
   fn = "multilabel_margin_loss"
   v.check_reduction_name(fn, reduction)
-  h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
+  h, w, b, out_dtype = lv.classifier_inputs(fn, features, kernel, bias)
   num_rows = h.shape[0]
   plan, num_classes = plan_of(fn, chunk_size, num_rows, w.shape[1], class_axis_name, num_classes)
-  y = v.label_list_array(fn, labels, num_rows)
+  y = lv.label_list_array(fn, labels, num_rows)
   m = v.as_scalar_margin(fn, margin).astype(h.dtype)
   if method == "auto":
     method = fused_method(y.shape[1])

@@ -7,6 +7,7 @@ import functools
 import jax
 
 from jaxmargin import _fused
+from jaxmargin import _linear_validation as lv
 from jaxmargin import _validation as v
 from jaxmargin._linear_sweep import fused_loss, plan_of, with_checked_labels
 from jaxmargin._multilabel_margin import LabelLists
@@ -31,10 +32,10 @@ def _multilabel_soft_margin(
 ):
   fn = "multilabel_soft_margin_loss"
   v.check_reduction_name(fn, reduction)
-  h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
+  h, w, b, out_dtype = lv.classifier_inputs(fn, features, kernel, bias)
   num_rows = h.shape[0]
   plan, num_classes = plan_of(fn, chunk_size, num_rows, w.shape[1], class_axis_name, num_classes)
-  y = v.label_list_array(fn, labels, num_rows)
+  y = lv.label_list_array(fn, labels, num_rows)
   # Split over the classes like the bias (in shard_map), sliced with the chunks.
   weights = v.class_weight_vector(fn, class_weights, w.shape[1], h.dtype)
   class_args = () if weights is None else (weights,)

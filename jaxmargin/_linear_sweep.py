@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmargin import _fused, _fused_modes
+from jaxmargin import _linear_validation as lv
 from jaxmargin import _validation as v
 from jaxmargin._sharding import vary_like_all
 
@@ -20,9 +21,9 @@ def plan_of(fn, chunk_size, num_rows, local_columns, class_axis, num_classes):
   if chunk_size is None:
     chunk_size = _fused.auto_chunk_size(num_rows, local_columns)
   else:
-    chunk_size = min(v.check_chunk_size(fn, chunk_size), local_columns)
+    chunk_size = min(lv.check_chunk_size(fn, chunk_size), local_columns)
   columns = _fused.total_classes(local_columns, class_axis)
-  real = v.check_num_classes(fn, num_classes, columns)
+  real = lv.check_num_classes(fn, num_classes, columns)
   return _fused.Plan(chunk_size, class_axis, None if real == columns else real), real
 
 

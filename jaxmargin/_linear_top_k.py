@@ -7,6 +7,7 @@ import functools
 import jax
 
 from jaxmargin import _fused_modes
+from jaxmargin import _linear_validation as lv
 from jaxmargin import _validation as v
 from jaxmargin._linear_sweep import plan_of
 
@@ -14,7 +15,7 @@ from jaxmargin._linear_sweep import plan_of
 @functools.partial(jax.jit, static_argnames=("k", "chunk_size", "class_axis_name", "num_classes"))
 def _top_k(features, kernel, bias, *, k, chunk_size, class_axis_name=None, num_classes=None):
   fn = "top_k"
-  h, w, b, out_dtype = v.classifier_inputs(fn, features, kernel, bias)
+  h, w, b, out_dtype = lv.classifier_inputs(fn, features, kernel, bias)
   num_rows = h.shape[0]
   plan, num_classes = plan_of(fn, chunk_size, num_rows, w.shape[1], class_axis_name, num_classes)
   if isinstance(k, bool) or not isinstance(k, int):
