@@ -158,7 +158,7 @@ README_TOLERANCE = 0.003
 
 def test_main_example_prints_the_readme_numbers_within_their_stated_tolerance(
     load_example, tmp_path, capsys):
-  # The one full run in the tests (about 20 s on 2 cores): the example the
+  # The one full run in the tests (about 35 s on 2 cores): the example the
   # README's two commands run, with its defaults, and as there without the
   # 64-bit types the test session turns on (they change its numbers).
   assert f"within about ±{README_TOLERANCE}" in README.read_text()
